@@ -1,0 +1,3 @@
+"""phiguard: one system that protects patient data end to end."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The ``phiguard`` command: one module per command group."""

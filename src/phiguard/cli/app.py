@@ -1,0 +1,41 @@
+"""The ``phiguard`` command: groups are registered here, each in its own module.
+
+Every command turns a phiguard error into one plain line on stderr and exit code 1
+(2 for usage errors, from Typer), never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from phiguard.errors import PhiGuardError
+
+from . import backup as backup_cmd
+from . import data, home, patient
+from . import keys as keys_cmd
+
+app = typer.Typer(
+    name="phiguard",
+    help="phiguard: encrypted FHIR vault, keys, audit and monitoring for patient data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+home.register(app)
+data.register(app)
+app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(backup_cmd.app, name="backup")
+app.add_typer(patient.app, name="patient")
+
+
+def main() -> None:
+    try:
+        app()
+    except PhiGuardError as exc:
+        print(f"phiguard: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("phiguard: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,180 @@
+"""Settings: a home directory with ``phiguard.toml``, overridable by environment.
+
+Secrets never come from the command line (where ``ps`` and shell history show
+them): the key-file passphrase comes from ``PHIGUARD_PASSPHRASE``, from the file
+named by ``PHIGUARD_PASSPHRASE_FILE`` (or ``passphrase_file`` in the config), or
+from an interactive prompt.  Outside demo mode, start-up refuses the demo
+passphrase and other default secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from phiguard.errors import ConfigError
+
+CONFIG_NAME = "phiguard.toml"
+DEMO_PASSPHRASE = "phiguard-demo-passphrase"  # noqa: S105 - the published demo secret
+DEFAULT_SECRETS = frozenset({DEMO_PASSPHRASE, "changeme", "password", "phiguard"})
+
+
+@dataclass
+class Pkcs11Settings:
+    library: str = "/usr/lib/softhsm/libsofthsm2.so"
+    token_label: str = "phiguard"  # noqa: S105 - a token name, not a secret
+    key_label_prefix: str = "phiguard-kek"
+
+
+@dataclass
+class Settings:
+    home: Path
+    mode: str = "production"  # production | demo
+    tenant: str = "default"
+    database_url: str = ""
+    key_provider: str = "local-file"  # local-file | pkcs11
+    key_file: str = "keys/kek.json"
+    passphrase_file: str = ""
+    pkcs11: Pkcs11Settings = field(default_factory=Pkcs11Settings)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    base_url: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    max_body_bytes: int = 16 * 1024 * 1024
+    log_dir: str = "logs"
+    recovery_public_key: str = ""
+
+    @property
+    def is_demo(self) -> bool:
+        return self.mode == "demo"
+
+    def path(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else self.home / p
+
+    @property
+    def key_file_path(self) -> Path:
+        return self.path(self.key_file)
+
+    @property
+    def log_path(self) -> Path:
+        return self.path(self.log_dir)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'phiguard.db'}"
+
+    @property
+    def public_base(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+
+def resolve_home(home: str | Path | None) -> Path:
+    value = home or os.environ.get("PHIGUARD_HOME")
+    if not value:
+        raise ConfigError("no phiguard home: pass --home or set PHIGUARD_HOME")
+    return Path(value).expanduser().resolve()
+
+
+def load(home: str | Path | None) -> Settings:
+    root = resolve_home(home)
+    cfg_path = root / CONFIG_NAME
+    if not cfg_path.exists():
+        raise ConfigError(f"{root} is not a phiguard home (run 'phiguard init' first)")
+    try:
+        doc = tomllib.loads(cfg_path.read_text())
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise ConfigError(f"{cfg_path} is not valid TOML: {exc}") from None
+    return from_dict(root, doc)
+
+
+def from_dict(root: Path, doc: dict[str, Any]) -> Settings:
+    section = doc.get("phiguard", {})
+    pk = doc.get("pkcs11", {})
+    known = set(Settings.__dataclass_fields__) - {"home", "pkcs11"}
+    unknown = set(section) - known
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [phiguard]: {', '.join(sorted(unknown))}")
+    settings = Settings(home=root, **section, pkcs11=Pkcs11Settings(**pk))
+    env_db = os.environ.get("PHIGUARD_DATABASE_URL")
+    if env_db:
+        settings.database_url = env_db
+    if settings.mode not in ("production", "demo"):
+        raise ConfigError("mode must be 'production' or 'demo'")
+    if settings.key_provider not in ("local-file", "pkcs11"):
+        raise ConfigError("key_provider must be 'local-file' or 'pkcs11'")
+    return settings
+
+
+def render(settings: Settings) -> str:
+    """The TOML text of ``settings`` (written by ``phiguard init``)."""
+    lines = ["# phiguard settings. Secrets never go here: see docs/operations.md.", "[phiguard]"]
+    for name in Settings.__dataclass_fields__:
+        if name in ("home", "pkcs11"):
+            continue
+        value = getattr(settings, name)
+        lines.append(f"{name} = {value!r}" if isinstance(value, int) else f'{name} = "{value}"')
+    lines += ["", "[pkcs11]"]
+    for name in Pkcs11Settings.__dataclass_fields__:
+        lines.append(f'{name} = "{getattr(settings.pkcs11, name)}"')
+    return "\n".join(lines) + "\n"
+
+
+Prompt = Callable[[str], str]
+
+
+def passphrase(settings: Settings, prompt: Prompt | None = None, *, confirm: bool = False) -> str:
+    """The key-file passphrase from the environment, a file, or a prompt; checked for safety."""
+    value = os.environ.get("PHIGUARD_PASSPHRASE")
+    source = "PHIGUARD_PASSPHRASE"
+    file_name = os.environ.get("PHIGUARD_PASSPHRASE_FILE") or settings.passphrase_file
+    if value is None and file_name:
+        try:
+            value = Path(settings.path(file_name)).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the passphrase file: {exc.strerror}") from None
+        source = "the passphrase file"
+    if value is None and settings.is_demo:
+        value, source = DEMO_PASSPHRASE, "the demo default"
+    if value is None:
+        if prompt is None or not sys.stdin.isatty():
+            raise ConfigError("no passphrase: set PHIGUARD_PASSPHRASE or PHIGUARD_PASSPHRASE_FILE")
+        value = prompt("Key-file passphrase: ")
+        if confirm and prompt("Repeat the passphrase: ") != value:
+            raise ConfigError("the two passphrases differ")
+        source = "the prompt"
+    check_secret(settings, value, source)
+    return value
+
+
+def check_secret(settings: Settings, value: str, source: str) -> None:
+    if settings.is_demo:
+        return
+    if value in DEFAULT_SECRETS:
+        raise ConfigError(f"refusing a default secret from {source} outside demo mode")
+    if len(value) < 12:
+        raise ConfigError(f"the passphrase from {source} is too short (12 characters at least)")
+
+
+def pkcs11_pin(settings: Settings) -> str:
+    pin = os.environ.get("PHIGUARD_PKCS11_PIN")
+    pin_file = os.environ.get("PHIGUARD_PKCS11_PIN_FILE")
+    if pin is None and pin_file:
+        try:
+            pin = Path(pin_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the PKCS#11 PIN file: {exc.strerror}") from None
+    if not pin:
+        raise ConfigError("no PKCS#11 PIN: set PHIGUARD_PKCS11_PIN or PHIGUARD_PKCS11_PIN_FILE")
+    if not settings.is_demo and pin in DEFAULT_SECRETS | {"1234", "0000", "123456"}:
+        raise ConfigError("refusing a default PKCS#11 PIN outside demo mode")
+    return pin

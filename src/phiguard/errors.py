@@ -1,0 +1,104 @@
+"""The exception hierarchy.
+
+One base per domain so callers can catch a whole domain (``except CryptoError``)
+without knowing its internals, and so the API layer can map each domain to one
+HTTP status and one OperationOutcome code in a single place.  Messages never carry
+PHI: they name resources by type and id only.
+"""
+
+from __future__ import annotations
+
+
+class PhiGuardError(Exception):
+    """Base of every error phiguard raises on purpose."""
+
+
+class ConfigError(PhiGuardError):
+    """Settings are missing, malformed or unsafe (e.g. default secrets outside demo)."""
+
+
+class CryptoError(PhiGuardError):
+    """Key or cipher failure."""
+
+
+class DecryptionError(CryptoError):
+    """The one opaque error for every failure to open a ciphertext.
+
+    Whether the tag was wrong, the key was shredded, the data was moved to another
+    row or the header was damaged, the caller learns only that it did not open.
+    """
+
+    def __init__(self, where: str = "") -> None:
+        super().__init__(f"ciphertext could not be opened{': ' + where if where else ''}")
+        self.where = where
+
+
+class KeyProviderError(CryptoError):
+    """The key provider is missing, locked, misconfigured or refused an operation."""
+
+
+class WrongPassphraseError(KeyProviderError):
+    """The passphrase does not open the key file."""
+
+
+class KeyShreddedError(CryptoError):
+    """The data key of a compartment was destroyed on purpose (crypto-shredding)."""
+
+
+class StoreError(PhiGuardError):
+    """Database-level failure."""
+
+
+class RecordsError(PhiGuardError):
+    """Base of the records domain (the FHIR store semantics)."""
+
+
+class NotFound(RecordsError):
+    """The resource does not exist, or the caller may not know that it exists."""
+
+
+class Gone(RecordsError):
+    """The resource was deleted (or its compartment shredded)."""
+
+
+class VersionConflict(RecordsError):
+    """``If-Match`` named a version that is not current."""
+
+
+class InvalidResource(RecordsError):
+    """The resource failed validation; ``issues`` lists each problem."""
+
+    def __init__(self, message: str, issues: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.issues = issues or [message]
+
+
+class InvalidSearch(RecordsError):
+    """A search parameter is unknown or malformed."""
+
+
+class AccessDenied(PhiGuardError):
+    """The access layer refused the interaction."""
+
+    def __init__(self, message: str = "access denied", reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = reasons or []
+
+
+class AuthenticationError(PhiGuardError):
+    """The caller could not be authenticated (one generic message for every cause)."""
+
+    def __init__(self) -> None:
+        super().__init__("authentication failed")
+
+
+class AuditError(PhiGuardError):
+    """An audit event could not be recorded; the interaction that caused it must fail."""
+
+
+class BackupError(PhiGuardError):
+    """A backup could not be created, opened or restored."""
+
+
+class ImportError_(PhiGuardError):
+    """An import input could not be read."""

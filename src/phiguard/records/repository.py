@@ -1,0 +1,714 @@
+"""The repository: every PHI read and write, for one caller.
+
+Each public method follows the same steps: check the input, ask the access policy,
+open or seal through the keyring, touch the store, record an audit event (inside
+the same transaction for writes: no audit, no write), and only then return.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, and_, delete, func, select, update
+
+from phiguard.clock import isoformat
+from phiguard.crypto.keyring import SHARED
+from phiguard.errors import (
+    AccessDenied,
+    AuditError,
+    Gone,
+    InvalidResource,
+    InvalidSearch,
+    KeyShreddedError,
+    NotFound,
+    VersionConflict,
+)
+from phiguard.store.engine import from_us, now_us
+from phiguard.store.tables import resource_heads, resources, search_tokens
+
+from .compartment import compartment_of, iter_references, patient_of
+from .context import AccessContext
+from .hooks import AccessRequest, AuditEvent, Decision
+from .params import date_tokens, params_for
+from .search import DateRange, SearchPlan, plan
+from .validation import known_type, valid_id, validate
+
+if TYPE_CHECKING:
+    from .vault import Vault
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    resource_type: str
+    id: str
+    version: int
+    last_updated_us: int
+    deleted: bool
+    resource: dict[str, Any] | None
+
+    @property
+    def last_updated(self) -> str:
+        return isoformat(from_us(self.last_updated_us))
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    total: int
+    offset: int
+    count: int
+    entries: list[StoredResource]
+
+
+def _dumps(resource: dict[str, Any]) -> bytes:
+    return json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class Repository:
+    """PHI access for one ``AccessContext``; build one per request."""
+
+    def __init__(self, vault: Vault, ctx: AccessContext) -> None:
+        self.vault = vault
+        self.ctx = ctx
+        self.tenant = ctx.tenant
+        self._conn: Connection | None = None
+        # (type, id) known to exist in this unit of work, to save reference look-ups.
+        self._known: set[tuple[str, str]] = set()
+
+    # -- transactions ------------------------------------------------------------------
+    @contextmanager
+    def atomic(self) -> Iterator[Connection]:
+        """One database transaction around several calls (batches, transactions, import)."""
+        if self._conn is not None:
+            yield self._conn
+            return
+        with self.vault.engine.begin() as conn:
+            self._conn = conn
+            try:
+                yield conn
+            finally:
+                self._conn = None
+                self._known.clear()
+
+    # -- seams -----------------------------------------------------------------------
+    def _decide(self, request: AccessRequest) -> Decision:
+        return self.vault.policy.decide(self.ctx, request)
+
+    def _audit(
+        self,
+        action: str,
+        outcome: str,
+        conn: Connection | None,
+        *,
+        rtype: str | None = None,
+        rid: str | None = None,
+        version: int | None = None,
+        patients: tuple[str, ...] = (),
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        event = AuditEvent(
+            action=action,
+            outcome=outcome,
+            principal=self.ctx.principal.reference,
+            purpose=self.ctx.purpose,
+            request_id=self.ctx.request_id,
+            recorded=self.vault.clock.now(),
+            resource_type=rtype,
+            resource_id=rid,
+            version=version,
+            patient_ids=patients,
+            break_glass=self.ctx.break_glass,
+            source=self.ctx.source,
+            detail=detail or {},
+        )
+        try:
+            self.vault.audit.record(event, conn)
+        except AuditError:
+            raise
+        except Exception as exc:  # fail closed whatever the sink's failure was
+            raise AuditError(f"audit record failed: {type(exc).__name__}") from None
+
+    def _require(self, request: AccessRequest, conn: Connection | None) -> Decision:
+        decision = self._decide(request)
+        if not decision.allowed:
+            patient = request.compartment.removeprefix("Patient/") if request.compartment else None
+            self._audit(
+                request.action,
+                "denied",
+                None,  # a denial is recorded even though the caller's work rolls back
+                rtype=request.resource_type,
+                rid=request.resource_id,
+                patients=(patient,) if patient and patient != SHARED else (),
+                detail={"reasons": list(decision.reasons)},
+            )
+            raise AccessDenied(reasons=list(decision.reasons))
+        return decision
+
+    @staticmethod
+    def _check_type(rtype: str) -> None:
+        if not known_type(rtype) or rtype == "Bundle":
+            raise InvalidResource(f"unsupported resource type: {rtype[:64]}")
+
+    # -- sealing ---------------------------------------------------------------------
+    def _aad(self, rtype: str, rid: str, version: int, compartment: str) -> bytes:
+        from phiguard.crypto.envelope import aad
+
+        return aad(self.tenant, rtype, rid, version, compartment)
+
+    def _open(self, conn: Connection, row: Any) -> StoredResource:
+        rtype, rid, version = row.rtype, row.rid, int(row.version)
+        resource: dict[str, Any] | None = None
+        if not row.deleted:
+            where = f"{rtype}/{rid}/_history/{version}"
+            try:
+                raw = self.vault.cipher.open(
+                    row.compartment,
+                    int(row.dek_version),
+                    bytes(row.body),
+                    self._aad(rtype, rid, version, row.compartment),
+                    where,
+                    conn,
+                )
+            except KeyShreddedError:
+                raise Gone(
+                    f"{rtype}/{rid} was destroyed (its patient's key was shredded)"
+                ) from None
+            resource = json.loads(raw)
+        return StoredResource(
+            rtype, rid, version, int(row.last_updated), bool(row.deleted), resource
+        )
+
+    def _write_version(
+        self,
+        conn: Connection,
+        rtype: str,
+        rid: str,
+        version: int,
+        resource: dict[str, Any] | None,
+        compartment: str,
+        *,
+        new: bool,
+    ) -> StoredResource:
+        now = now_us(self.vault.clock.now())
+        if resource is not None:
+            meta = dict(resource.get("meta") or {})
+            meta["versionId"] = str(version)
+            meta["lastUpdated"] = isoformat(from_us(now))
+            resource = {
+                "resourceType": rtype,
+                "id": rid,
+                **{k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")},
+                "meta": meta,
+            }
+            dek_version, body = self.vault.cipher.seal(
+                compartment, _dumps(resource), self._aad(rtype, rid, version, compartment), conn
+            )
+        else:
+            dek_version, body = 0, None
+        conn.execute(
+            resources.insert().values(
+                tenant=self.tenant,
+                rtype=rtype,
+                rid=rid,
+                version=version,
+                compartment=compartment,
+                dek_version=dek_version,
+                body=body,
+                last_updated=now,
+                deleted=resource is None,
+            )
+        )
+        head = {
+            "version": version,
+            "compartment": compartment,
+            "last_updated": now,
+            "deleted": resource is None,
+        }
+        if new:
+            conn.execute(
+                resource_heads.insert().values(tenant=self.tenant, rtype=rtype, rid=rid, **head)
+            )
+        else:
+            conn.execute(
+                update(resource_heads)
+                .where(
+                    resource_heads.c.tenant == self.tenant,
+                    resource_heads.c.rtype == rtype,
+                    resource_heads.c.rid == rid,
+                )
+                .values(**head)
+            )
+            conn.execute(
+                delete(search_tokens).where(
+                    search_tokens.c.tenant == self.tenant,
+                    search_tokens.c.rtype == rtype,
+                    search_tokens.c.rid == rid,
+                )
+            )
+        if resource is not None:
+            rows = [
+                {"tenant": self.tenant, "rtype": rtype, "param": p, "token": t, "rid": rid}
+                for p, t in self.tokens(resource)
+            ]
+            if rows:
+                conn.execute(search_tokens.insert(), rows)
+            self._known.add((rtype, rid))
+        return StoredResource(rtype, rid, version, now, resource is None, resource)
+
+    def tokens(self, resource: dict[str, Any]) -> set[tuple[str, bytes]]:
+        """The blind-index tokens of one resource version."""
+        indexer = self.vault.indexer
+        out: set[tuple[str, bytes]] = set()
+        rtype = str(resource["resourceType"])
+        for name, param in params_for(rtype).items():
+            key = f"{rtype}.{name}"
+            for value in param.extract(resource):
+                if param.kind == "date":
+                    for part in date_tokens(value):
+                        out.add((name, indexer.token(key, part)))
+                elif param.normalised:
+                    out.add((name, indexer.token(key, value)))
+                else:
+                    out.add((name, indexer.raw_token(key, value)))
+        return out
+
+    # -- references ------------------------------------------------------------------
+    def _check_references(self, conn: Connection, resource: dict[str, Any]) -> None:
+        wanted: dict[str, set[str]] = {}
+        for _holder, ref in iter_references(resource):
+            if ref.startswith("#") or "://" in ref or ref.startswith("urn:"):
+                if ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
+                    raise InvalidResource(
+                        "a reference was not resolved", [f"unresolved reference {ref[:80]}"]
+                    )
+                continue
+            parts = ref.split("/")
+            if len(parts) not in (2, 4) or not known_type(parts[0]) or not valid_id(parts[1]):
+                raise InvalidResource(
+                    "a reference is malformed", [f"malformed reference {ref[:80]}"]
+                )
+            if (parts[0], parts[1]) not in self._known:
+                wanted.setdefault(parts[0], set()).add(parts[1])
+        for rtype, ids in wanted.items():
+            found = {
+                r.rid
+                for r in conn.execute(
+                    select(resource_heads.c.rid).where(
+                        resource_heads.c.tenant == self.tenant,
+                        resource_heads.c.rtype == rtype,
+                        resource_heads.c.rid.in_(ids),
+                        resource_heads.c.deleted.is_(False),
+                    )
+                )
+            }
+            missing = ids - found
+            if missing:
+                raise InvalidResource(
+                    "a reference points at nothing",
+                    [f"{rtype}/{m} does not exist" for m in sorted(missing)[:10]],
+                )
+            self._known.update((rtype, i) for i in found)
+
+    def note_known(self, rtype: str, rid: str) -> None:
+        """Tell the repository that ``rtype/rid`` will exist in this unit (bundle entries)."""
+        self._known.add((rtype, rid))
+
+    def _head(self, conn: Connection, rtype: str, rid: str) -> Any:
+        return conn.execute(
+            select(resource_heads).where(
+                resource_heads.c.tenant == self.tenant,
+                resource_heads.c.rtype == rtype,
+                resource_heads.c.rid == rid,
+            )
+        ).first()
+
+    # -- interactions ----------------------------------------------------------------
+    def create(
+        self, resource: dict[str, Any], *, rid: str | None = None, expected_type: str | None = None
+    ) -> StoredResource:
+        validate(resource, expected_type)
+        rtype = str(resource["resourceType"])
+        self._check_type(rtype)
+        rid = rid or str(uuid.uuid4())
+        resource = {**resource, "id": rid}
+        compartment = compartment_of(resource)
+        with self.atomic() as conn:
+            self._require(AccessRequest("create", rtype, rid, compartment, resource), conn)
+            if self._head(conn, rtype, rid) is not None:
+                raise VersionConflict(f"{rtype}/{rid} already exists")
+            self._check_references(conn, resource)
+            stored = self._write_version(conn, rtype, rid, 1, resource, compartment, new=True)
+            self._audit(
+                "create",
+                "success",
+                conn,
+                rtype=rtype,
+                rid=rid,
+                version=1,
+                patients=self._patients(resource),
+            )
+        return stored
+
+    def update(
+        self, rtype: str, rid: str, resource: dict[str, Any], *, if_match: int | None = None
+    ) -> tuple[StoredResource, bool]:
+        """Write a new version (or create with this id); returns (stored, created)."""
+        self._check_type(rtype)
+        validate(resource, rtype)
+        if not valid_id(rid):
+            raise InvalidResource("the resource id is not a valid FHIR id")
+        if resource.get("id") not in (None, rid):
+            raise InvalidResource("the resource id does not match the URL")
+        resource = {**resource, "id": rid}
+        compartment = compartment_of(resource)
+        with self.atomic() as conn:
+            head = self._head(conn, rtype, rid)
+            action = "update" if head is not None else "create"
+            self._require(AccessRequest(action, rtype, rid, compartment, resource), conn)
+            if head is not None and head.compartment != compartment:
+                # Moving a record to another patient is a clinical correction; the old
+                # compartment's policy must allow it too.
+                self._require(AccessRequest("update", rtype, rid, head.compartment), conn)
+            if if_match is not None and (head is None or int(head.version) != if_match):
+                raise VersionConflict(
+                    f"{rtype}/{rid} is at version {head.version if head else 'none'}, "
+                    f"not {if_match}"
+                )
+            self._check_references(conn, resource)
+            version = int(head.version) + 1 if head is not None else 1
+            stored = self._write_version(
+                conn, rtype, rid, version, resource, compartment, new=head is None
+            )
+            self._audit(
+                action,
+                "success",
+                conn,
+                rtype=rtype,
+                rid=rid,
+                version=version,
+                patients=self._patients(resource),
+            )
+        return stored, head is None
+
+    def delete(self, rtype: str, rid: str) -> StoredResource | None:
+        """Mark deleted (history keeps the versions); None if it was already deleted."""
+        self._check_type(rtype)
+        with self.atomic() as conn:
+            head = self._head(conn, rtype, rid)
+            if head is None:
+                self._require(AccessRequest("delete", rtype, rid), conn)
+                raise NotFound(f"{rtype}/{rid} is not known")
+            self._require(AccessRequest("delete", rtype, rid, head.compartment), conn)
+            if head.deleted:
+                return None
+            stored = self._write_version(
+                conn, rtype, rid, int(head.version) + 1, None, head.compartment, new=False
+            )
+            self._audit(
+                "delete",
+                "success",
+                conn,
+                rtype=rtype,
+                rid=rid,
+                version=stored.version,
+                patients=self._compartment_patients(head.compartment),
+            )
+            self._known.discard((rtype, rid))
+        return stored
+
+    def read(self, rtype: str, rid: str) -> StoredResource:
+        self._check_type(rtype)
+        with self.atomic() as conn:
+            head = self._head(conn, rtype, rid)
+            if head is None:
+                self._require(AccessRequest("read", rtype, rid), conn)
+                raise NotFound(f"{rtype}/{rid} is not known")
+            if head.deleted:
+                self._require(AccessRequest("read", rtype, rid, head.compartment), conn)
+                raise Gone(f"{rtype}/{rid} was deleted")
+            row = conn.execute(
+                select(resources).where(
+                    resources.c.tenant == self.tenant,
+                    resources.c.rtype == rtype,
+                    resources.c.rid == rid,
+                    resources.c.version == head.version,
+                )
+            ).one()
+            stored = self._open(conn, row)
+            self._require(
+                AccessRequest("read", rtype, rid, head.compartment, stored.resource), conn
+            )
+            self._audit(
+                "read",
+                "success",
+                conn,
+                rtype=rtype,
+                rid=rid,
+                version=stored.version,
+                patients=self._compartment_patients(head.compartment),
+            )
+        return stored
+
+    def vread(self, rtype: str, rid: str, version: int) -> StoredResource:
+        self._check_type(rtype)
+        with self.atomic() as conn:
+            row = conn.execute(
+                select(resources).where(
+                    resources.c.tenant == self.tenant,
+                    resources.c.rtype == rtype,
+                    resources.c.rid == rid,
+                    resources.c.version == version,
+                )
+            ).first()
+            if row is None:
+                self._require(AccessRequest("vread", rtype, rid), conn)
+                raise NotFound(f"{rtype}/{rid} has no version {version}")
+            stored = self._open(conn, row)
+            self._require(
+                AccessRequest("vread", rtype, rid, row.compartment, stored.resource), conn
+            )
+            if stored.deleted:
+                raise Gone(f"{rtype}/{rid} version {version} is a deletion")
+            self._audit(
+                "vread",
+                "success",
+                conn,
+                rtype=rtype,
+                rid=rid,
+                version=version,
+                patients=self._compartment_patients(row.compartment),
+            )
+        return stored
+
+    def history(self, rtype: str, rid: str) -> list[StoredResource]:
+        self._check_type(rtype)
+        with self.atomic() as conn:
+            head = self._head(conn, rtype, rid)
+            if head is None:
+                self._require(AccessRequest("history", rtype, rid), conn)
+                raise NotFound(f"{rtype}/{rid} is not known")
+            self._require(AccessRequest("history", rtype, rid, head.compartment), conn)
+            rows = conn.execute(
+                select(resources)
+                .where(
+                    resources.c.tenant == self.tenant,
+                    resources.c.rtype == rtype,
+                    resources.c.rid == rid,
+                )
+                .order_by(resources.c.version.desc())
+            ).all()
+            out = []
+            for row in rows:
+                try:
+                    out.append(self._open(conn, row))
+                except Gone:
+                    out.append(
+                        StoredResource(
+                            rtype, rid, int(row.version), int(row.last_updated), True, None
+                        )
+                    )
+            self._audit(
+                "history",
+                "success",
+                conn,
+                rtype=rtype,
+                rid=rid,
+                patients=self._compartment_patients(head.compartment),
+                detail={"versions": len(out)},
+            )
+        return out
+
+    # -- search ----------------------------------------------------------------------
+    def search(self, rtype: str, items: list[tuple[str, str]]) -> SearchResult:
+        self._check_type(rtype)
+        search_plan = plan(rtype, items)
+        with self.atomic() as conn:
+            self._require(AccessRequest("search", rtype), conn)
+            heads = self._candidates(conn, search_plan)
+            if search_plan.post_filters:
+                opened = [self._open_head(conn, h) for h in heads]
+                matched = [
+                    s
+                    for s in opened
+                    if s.resource is not None
+                    and all(f(s.resource) for f in search_plan.post_filters)
+                ]
+                total = len(matched)
+                page = (
+                    []
+                    if search_plan.summary_count
+                    else matched[search_plan.offset : search_plan.offset + search_plan.count]
+                )
+            else:
+                total = len(heads)
+                window = (
+                    []
+                    if search_plan.summary_count
+                    else heads[search_plan.offset : search_plan.offset + search_plan.count]
+                )
+                page = [self._open_head(conn, h) for h in window]
+            page = [p for p in page if p.resource is not None]
+            patients = sorted({p for s in page for p in self._patients(s.resource or {})})
+            self._audit(
+                "search",
+                "success",
+                conn,
+                rtype=rtype,
+                patients=tuple(patients),
+                detail={
+                    "total": total,
+                    "returned": len(page),
+                    "params": sorted({n for n, _ in items}),
+                },
+            )
+        return SearchResult(total, search_plan.offset, search_plan.count, page)
+
+    def _open_head(self, conn: Connection, head: Any) -> StoredResource:
+        row = conn.execute(
+            select(resources).where(
+                resources.c.tenant == self.tenant,
+                resources.c.rtype == head.rtype,
+                resources.c.rid == head.rid,
+                resources.c.version == head.version,
+            )
+        ).one()
+        try:
+            return self._open(conn, row)
+        except Gone:
+            return StoredResource(
+                head.rtype, head.rid, int(head.version), int(head.last_updated), True, None
+            )
+
+    def _candidates(self, conn: Connection, search_plan: SearchPlan) -> list[Any]:
+        h = resource_heads.c
+        rtype = search_plan.resource_type
+        conds = [h.tenant == self.tenant, h.rtype == rtype, h.deleted.is_(False)]
+        for ids in search_plan.ids:
+            conds.append(h.rid.in_(ids))
+        for comps in search_plan.compartments:
+            conds.append(h.compartment.in_(comps))
+        for prefix, rng in search_plan.updated:
+            conds.append(_updated_condition(prefix, rng))
+        indexer = self.vault.indexer
+        for tf in search_plan.token_filters:
+            key = f"{rtype}.{tf.param.name}"
+            tokens = [
+                indexer.token(key, v)
+                if tf.param.normalised or tf.param.kind == "date"
+                else indexer.raw_token(key, v)
+                for v in tf.values
+            ]
+            st = search_tokens.c
+            conds.append(
+                h.rid.in_(
+                    select(st.rid).where(
+                        st.tenant == self.tenant,
+                        st.rtype == rtype,
+                        st.param == tf.param.name,
+                        st.token.in_(tokens),
+                    )
+                )
+            )
+        order = h.rid if search_plan.sort_by_id else h.last_updated
+        order_by = [order.desc(), h.rid.desc()] if search_plan.sort_desc else [order, h.rid]
+        stmt = (
+            select(h.rtype, h.rid, h.version, h.last_updated)
+            .where(and_(*conds))
+            .order_by(*order_by)
+        )
+        if not search_plan.post_filters and search_plan.summary_count:
+            total = int(
+                conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+            )
+            return [None] * total
+        return list(conn.execute(stmt).all())
+
+    def everything(self, patient_id: str) -> list[StoredResource]:
+        """The patient and every current resource in their compartment."""
+        compartment = f"Patient/{patient_id}"
+        with self.atomic() as conn:
+            head = self._head(conn, "Patient", patient_id)
+            if head is None or head.deleted:
+                self._require(AccessRequest("everything", "Patient", patient_id), conn)
+                raise NotFound(f"Patient/{patient_id} is not known")
+            self._require(AccessRequest("everything", "Patient", patient_id, compartment), conn)
+            heads = conn.execute(
+                select(
+                    resource_heads.c.rtype,
+                    resource_heads.c.rid,
+                    resource_heads.c.version,
+                    resource_heads.c.last_updated,
+                )
+                .where(
+                    resource_heads.c.tenant == self.tenant,
+                    resource_heads.c.compartment == compartment,
+                    resource_heads.c.deleted.is_(False),
+                )
+                .order_by(
+                    resource_heads.c.rtype != "Patient",
+                    resource_heads.c.rtype,
+                    resource_heads.c.rid,
+                )
+            ).all()
+            out = [s for s in (self._open_head(conn, h) for h in heads) if s.resource is not None]
+            self._audit(
+                "everything",
+                "success",
+                conn,
+                rtype="Patient",
+                rid=patient_id,
+                patients=(patient_id,),
+                detail={"returned": len(out)},
+            )
+        return out
+
+    # -- helpers ---------------------------------------------------------------------
+    @staticmethod
+    def _patients(resource: dict[str, Any]) -> tuple[str, ...]:
+        pid = patient_of(resource)
+        return (pid,) if pid else ()
+
+    @staticmethod
+    def _compartment_patients(compartment: str) -> tuple[str, ...]:
+        return (compartment.removeprefix("Patient/"),) if compartment.startswith("Patient/") else ()
+
+    def resolve_id(self, rid: str) -> str | None:
+        """The resource type of an existing resource id (for ``urn:uuid`` references)."""
+        with self.atomic() as conn:
+            row = conn.execute(
+                select(resource_heads.c.rtype)
+                .where(
+                    resource_heads.c.tenant == self.tenant,
+                    resource_heads.c.rid == rid,
+                    resource_heads.c.deleted.is_(False),
+                )
+                .limit(2)
+            ).all()
+        return str(row[0].rtype) if len(row) == 1 else None
+
+
+def _updated_condition(prefix: str, rng: DateRange) -> Any:
+    col = resource_heads.c.last_updated
+    lo, hi = now_us(rng.start), now_us(rng.end)
+    if prefix == "eq":
+        return and_(col >= lo, col < hi)
+    if prefix == "gt":
+        return col >= hi
+    if prefix == "ge":
+        return col >= lo
+    if prefix == "lt":
+        return col < lo
+    if prefix == "le":
+        return col < hi
+    raise InvalidSearch("unsupported _lastUpdated prefix")
+
+
+__all__ = ["Repository", "SearchResult", "StoredResource"]

@@ -1,0 +1,117 @@
+"""Table definitions (SQLAlchemy Core: the hot paths need no ORM).
+
+Times are stored as integer microseconds since the epoch so that SQLite and
+PostgreSQL compare and sort them the same way.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# Every version of every resource, sealed.  ``body`` is NULL for a delete marker.
+resources = Table(
+    "resources",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("rtype", String(64), nullable=False),
+    Column("rid", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("compartment", String(128), nullable=False),
+    Column("dek_version", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=True),
+    Column("last_updated", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    PrimaryKeyConstraint("tenant", "rtype", "rid", "version"),
+    Index("ix_resources_compartment", "tenant", "compartment"),
+)
+
+# The current version of each resource: what search and read start from.
+resource_heads = Table(
+    "resource_heads",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("rtype", String(64), nullable=False),
+    Column("rid", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("compartment", String(128), nullable=False),
+    Column("last_updated", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    PrimaryKeyConstraint("tenant", "rtype", "rid"),
+    Index("ix_heads_compartment", "tenant", "compartment", "rtype"),
+    Index("ix_heads_rid", "tenant", "rid"),
+    Index("ix_heads_updated", "tenant", "rtype", "last_updated"),
+)
+
+# Blind-index tokens of current versions only: keyed HMACs, never values.
+search_tokens = Table(
+    "search_tokens",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("rtype", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("token", LargeBinary(16), nullable=False),
+    Column("rid", String(64), nullable=False),
+    PrimaryKeyConstraint("tenant", "rtype", "param", "token", "rid"),
+    Index("ix_tokens_resource", "tenant", "rtype", "rid"),
+)
+
+# Data keys (DEKs), each wrapped by one KEK version of the key provider.
+data_keys = Table(
+    "data_keys",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("compartment", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("kek_version", Integer, nullable=False),
+    Column("wrapped", LargeBinary, nullable=True),
+    Column("state", String(16), nullable=False),  # active | retired | shredded
+    Column("created_at", BigInteger, nullable=False),
+    Column("changed_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant", "compartment", "version"),
+    Index("ix_data_keys_kek", "provider", "kek_version"),
+)
+
+# API tokens that stand in for the identity layer (the bootstrap admin token).
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("tenant", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+# Import units already committed (file digest + unit index), so a killed import resumes.
+import_journal = Table(
+    "import_journal",
+    metadata,
+    Column("source", String(64), nullable=False),
+    Column("unit", Integer, nullable=False),
+    Column("resources", Integer, nullable=False),
+    Column("done_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("source", "unit"),
+)
+
+# Small settings the database itself must remember (schema facts, install id).
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("value", Text, nullable=False),
+)

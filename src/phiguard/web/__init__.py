@@ -1,0 +1,1 @@
+"""The web application: app factory, middleware, and (later) console pages."""

@@ -1,0 +1,143 @@
+"""The application factory.
+
+``create_app`` wires a built ``System`` into FastAPI: the FHIR router, the
+authenticator, security headers on every response, body limits, PHI-free request
+logs and OperationOutcome errors.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from phiguard import __version__
+from phiguard.errors import AuthenticationError, PhiGuardError
+from phiguard.fhir.outcome import ApiError, FhirResponse, error_response, outcome
+from phiguard.fhir.routes import router as fhir_router
+from phiguard.records.context import AccessContext
+from phiguard.system import System, authenticate_api_token
+
+from . import logs
+
+PURPOSES = frozenset({"TREAT", "ETREAT", "BTG", "HPAYMT", "HOPERAT", "HRESCH", "PUBHLTH"})
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+def bearer_authenticator(system: System) -> Callable[[Request], AccessContext]:
+    """Authenticates operator bearer tokens (the bootstrap token until identity lands)."""
+
+    def authenticate(request: Request) -> AccessContext:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationError()
+        principal = authenticate_api_token(system, token.strip())
+        purpose = request.headers.get("x-purpose-of-use", "HOPERAT").upper()
+        if purpose not in PURPOSES:
+            raise ApiError(400, "invalid", "unknown purpose of use")
+        return AccessContext(
+            principal=principal,
+            purpose=purpose,
+            tenant=system.settings.tenant,
+            request_id=request.state.request_id,
+            source=request.client.host if request.client else "",
+        )
+
+    return authenticate
+
+
+def create_app(
+    system: System,
+    *,
+    authenticate: Callable[[Request], AccessContext] | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="phiguard",
+        version=__version__,
+        description="Encrypted FHIR R4 vault. Every resource is sealed with its patient's key.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.vault = system.vault
+    app.state.system = system
+    app.state.authenticate = authenticate or bearer_authenticator(system)
+    app.state.max_body_bytes = system.settings.max_body_bytes
+    app.state.base_url = system.settings.base_url.rstrip("/")
+    tls = bool(system.settings.tls_cert)
+    logger = logs.configure(system.settings.log_path)
+
+    @app.middleware("http")
+    async def envelope(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request.state.request_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception as exc:  # errors that escaped every handler: no details out
+            response = error_response(exc)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        response.headers["X-Request-Id"] = request.state.request_id
+        if request.url.path.startswith("/fhir") and request.url.path != "/fhir/metadata":
+            response.headers["Cache-Control"] = "no-store"
+        if tls:
+            response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+        logger.info(
+            logs.line(
+                t=time.time(),
+                id=request.state.request_id,
+                method=request.method,
+                path=request.url.path,
+                status=response.status_code,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+        )
+        return response
+
+    @app.exception_handler(PhiGuardError)
+    async def domain_error(_request: Request, exc: PhiGuardError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, _exc: RequestValidationError) -> Response:
+        return FhirResponse(
+            outcome("error", "invalid", ["the request is malformed"]), status_code=400
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
+        text = {404: "no such endpoint", 405: "method not allowed"}.get(
+            exc.status_code, "request failed"
+        )
+        return FhirResponse(outcome("error", code, [text]), status_code=exc.status_code)
+
+    app.include_router(fhir_router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    return app

@@ -54,6 +54,9 @@ class ObservationCode:
 
 _YEARS: Final = (365, 15 * 365)
 
+PHARYNGITIS: Final = ConditionCode("195662009", "Acute viral pharyngitis", "ED", 0.10)
+BRONCHITIS: Final = ConditionCode("10509002", "Acute bronchitis", "IM", 0.05)
+
 CONDITIONS: Final[tuple[ConditionCode, ...]] = (
     ConditionCode(
         "38341003",
@@ -133,8 +136,8 @@ CONDITIONS: Final[tuple[ConditionCode, ...]] = (
         follow_up=0.2,
     ),
     ConditionCode("125605004", "Fracture of bone", "ORTH", 0.04, follow_up=0.5),
-    ConditionCode("195662009", "Acute viral pharyngitis", "ED", 0.10),
-    ConditionCode("10509002", "Acute bronchitis", "IM", 0.05),
+    PHARYNGITIS,
+    BRONCHITIS,
     ConditionCode("233604007", "Pneumonia", "ED", 0.025, follow_up=0.3),
     ConditionCode(
         "35489007",
@@ -195,7 +198,25 @@ CONDITIONS: Final[tuple[ConditionCode, ...]] = (
     ),
 )
 
-CONDITION_BY_CODE: Final = {c.code: c for c in CONDITIONS}
+SINUSITIS: Final = ConditionCode("444814009", "Viral sinusitis", "IM", 0.0)
+OTITIS_MEDIA: Final = ConditionCode("65363002", "Otitis media", "PED", 0.0, max_age=12)
+ANKLE_SPRAIN: Final = ConditionCode("44465007", "Sprain of ankle", "ORTH", 0.0)
+LOW_BACK_PAIN: Final = ConditionCode("279039007", "Low back pain", "ORTH", 0.0, min_age=16)
+UTI: Final = ConditionCode("68566005", "Urinary tract infectious disease", "IM", 0.0)
+GASTROENTERITIS: Final = ConditionCode("25374005", "Gastroenteritis", "ED", 0.0)
+HEADACHE: Final = ConditionCode("25064002", "Headache", "ED", 0.0)
+
+VISIT_DIAGNOSES: Final[dict[str, tuple[ConditionCode, ...]]] = {
+    "ED": (PHARYNGITIS, ANKLE_SPRAIN, GASTROENTERITIS, HEADACHE, UTI, LOW_BACK_PAIN),
+    "IM": (BRONCHITIS, SINUSITIS, UTI, LOW_BACK_PAIN, PHARYNGITIS, HEADACHE),
+    "PED": (OTITIS_MEDIA, PHARYNGITIS, GASTROENTERITIS, SINUSITIS, ANKLE_SPRAIN),
+    "ORTH": (ANKLE_SPRAIN, LOW_BACK_PAIN),
+}
+"""Acute problems diagnosed at general (not condition-driven) visits, by department."""
+
+CONDITION_BY_CODE: Final = {
+    c.code: c for table in (CONDITIONS, *VISIT_DIAGNOSES.values()) for c in table
+}
 
 
 def _obs(

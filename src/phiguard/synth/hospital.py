@@ -578,6 +578,7 @@ class _Generator:
             return round(value, code.decimals) if code.decimals else float(round(value))
 
         conds_table = codes.CONDITIONS
+        visit_diagnoses = codes.VISIT_DIAGNOSES
         hr, sbp, dbp, weight_code = (
             codes.HEART_RATE,
             codes.SYSTOLIC_BP,
@@ -632,7 +633,13 @@ class _Generator:
                     dept = choices(adult_codes, cum_weights=adult_cum)[0]
                 else:
                     dept = choices(adult_no_obs, cum_weights=adult_no_obs_cum)[0]
-                plans.append((randrange(days), dept, None))
+                diagnoses = visit_diagnoses.get(dept)
+                diagnosis = None
+                if diagnoses and random_() < 0.55:
+                    diagnosis = diagnoses[int(random_() * len(diagnoses))]
+                    if not diagnosis.min_age <= age <= diagnosis.max_age:
+                        diagnosis = None
+                plans.append((randrange(days), dept, diagnosis))
             plans.sort(key=_plan_key)
 
             hypertensive = "38341003" in has

@@ -21,7 +21,7 @@ from rich.progress import (
 
 from phiguard.system import System, open_system
 
-console = Console(stderr=False, highlight=False)
+console = Console(stderr=False, highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
 HomeOption = Annotated[

@@ -34,6 +34,14 @@ INDEX_COMPARTMENT = "__blind-index__"
 BACKUP_COMPARTMENT = "__system__"
 RESERVED = frozenset({INDEX_COMPARTMENT, BACKUP_COMPARTMENT})
 _PENDING = "phiguard.pending_keys"
+_VERIFIED = "phiguard.verified_keys"
+
+
+def _forget_transaction_state(_dbapi_conn: Any, record: Any) -> None:
+    """A connection back in the pool carries nothing of the transaction it ended."""
+    if record is not None:
+        record.info.pop(_PENDING, None)
+        record.info.pop(_VERIFIED, None)
 
 
 def patient_compartment(patient_id: str) -> str:
@@ -74,12 +82,14 @@ class Keyring:
         # rolled-back key must never seal anything.
         event.listen(engine, "commit", self._on_commit)
         event.listen(engine, "rollback", self._on_rollback)
+        event.listen(engine.pool, "checkin", _forget_transaction_state)
 
     def _pending(self, conn: Connection) -> dict[tuple[str, int], Sealer]:
         pending: dict[tuple[str, int], Sealer] = conn.info.setdefault(_PENDING, {})
         return pending
 
     def _on_commit(self, conn: Connection) -> None:
+        conn.info.pop(_VERIFIED, None)
         pending = conn.info.pop(_PENDING, None)
         if pending:
             for (compartment, version), sealer in pending.items():
@@ -88,6 +98,7 @@ class Keyring:
                     self._current[compartment] = max(version, self._current.get(compartment, 0))
 
     def _on_rollback(self, conn: Connection) -> None:
+        conn.info.pop(_VERIFIED, None)
         pending = conn.info.pop(_PENDING, None)
         if pending:
             with self._lock:
@@ -161,9 +172,12 @@ class Keyring:
         """
         with self._lock:
             version = self._current.get(compartment)
+        verified: set[tuple[str, int]] = conn.info.setdefault(_VERIFIED, set())
+        if version is not None and (compartment, version) in verified:
+            return self.sealer(compartment, version, conn)
         if version is not None:
-            # One primary-key look-up per write keeps other processes' shredding and
-            # rotation authoritative over this process's cache.
+            # One primary-key look-up per compartment and transaction keeps other
+            # processes' shredding and rotation authoritative over this cache.
             state = conn.execute(
                 select(data_keys.c.state).where(
                     data_keys.c.tenant == self.tenant,
@@ -172,6 +186,7 @@ class Keyring:
                 )
             ).scalar()
             if state == "active":
+                verified.add((compartment, version))
                 return self.sealer(compartment, version, conn)
             self.forget(compartment)
         pending = [v for (c, v) in conn.info.get(_PENDING, {}) if c == compartment]

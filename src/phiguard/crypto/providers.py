@@ -117,14 +117,20 @@ class LocalKeyFile:
         if not isinstance(doc, dict) or doc.get("format") != KEYFILE_FORMAT:
             raise KeyProviderError(f"not a phiguard key file: {self.path}")
         self._doc: dict[str, Any] = doc
-        kdf = doc["kdf"]
-        self._params = {k: int(kdf[k]) for k in ("n", "r", "p")}
-        self._salt = _unb64(kdf["salt"])
-        self._wrapping = AESGCM(_derive(passphrase, self._salt, self._params))
+        # A damaged or hand-edited file must fail as a KeyProviderError (one CLI line),
+        # not as whichever KeyError/ValueError/TypeError the damage happens to cause.
+        try:
+            kdf = doc["kdf"]
+            self._params = {k: int(kdf[k]) for k in ("n", "r", "p")}
+            self._salt = _unb64(kdf["salt"])
+            entries = [(int(e["version"]), _unb64(e["sealed"])) for e in doc["keks"]]
+            self._wrapping = AESGCM(_derive(passphrase, self._salt, self._params))
+        except (KeyError, TypeError, ValueError):
+            raise KeyProviderError(f"key file damaged: {self.path}") from None
         self._keks: dict[int, AESGCM] = {}
-        for entry in doc["keks"]:
-            version = int(entry["version"])
-            sealed = _unb64(entry["sealed"])
+        for version, sealed in entries:
+            if len(sealed) != NONCE_LEN + KEY_LEN + 16:
+                raise KeyProviderError(f"key file damaged: {self.path}")
             try:
                 raw = self._wrapping.decrypt(
                     sealed[:NONCE_LEN], sealed[NONCE_LEN:], aad("phiguard-kek", version)

@@ -91,7 +91,12 @@ class BundleProcessor:
     # -- id assignment and reference rewriting ---------------------------------------
     def _assign(self, entries: list[Entry]) -> dict[str, str]:
         mapping: dict[str, str] = {}
-        taken: set[str] = set()
+        candidates = [
+            m.group(1).lower()
+            for e in entries
+            if e.method == "POST" and (m := _UUID.match(e.full_url or ""))
+        ]
+        taken: set[str] = set(self.repo.existing_ids(candidates)) if candidates else set()
         for e in entries:
             if e.method == "POST":
                 rtype = e.url.split("?")[0] or str((e.resource or {}).get("resourceType", ""))
@@ -99,10 +104,7 @@ class BundleProcessor:
                     raise InvalidResource(f"entry {e.index}: the URL and resourceType disagree")
                 m = _UUID.match(e.full_url or "")
                 candidate = m.group(1).lower() if m else None
-                if candidate and candidate not in taken and self.repo.resolve_id(candidate) is None:
-                    rid = candidate
-                else:
-                    rid = str(uuid.uuid4())
+                rid = candidate if candidate and candidate not in taken else str(uuid.uuid4())
                 taken.add(rid)
                 e.rtype, e.rid = rtype, rid
             elif e.method in ("PUT", "DELETE", "GET"):
@@ -122,10 +124,12 @@ class BundleProcessor:
                 self.repo.note_known(e.rtype, e.rid)
         return mapping
 
-    def _resolve(self, entry: Entry, mapping: dict[str, str], cache: dict[str, str]) -> None:
+    def _resolve(self, entry: Entry, mapping: dict[str, str], cache: dict[str, str]) -> list[str]:
+        """Rewrite the entry's references in place; return them as written."""
         if entry.resource is None:
-            return
-        for holder, ref in list(iter_references(entry.resource)):
+            return []
+        out = []
+        for holder, ref in iter_references(entry.resource):
             target = mapping.get(ref) or cache.get(ref)
             if target is None and ref.startswith("urn:uuid:"):
                 found = self.repo.resolve_id(ref.removeprefix("urn:uuid:").lower())
@@ -140,6 +144,8 @@ class BundleProcessor:
             if target is not None:
                 cache[ref] = target
                 holder["reference"] = target
+            out.append(target or ref)
+        return out
 
     def _conditional(self, entry: Entry, ref: str) -> str:
         rtype, _, query = ref.partition("?")
@@ -195,6 +201,26 @@ class BundleProcessor:
         if body is not None:
             entry["resource"] = body
         return entry
+
+    def prepare_writes(
+        self, bundle: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[list[str]]] | None:
+        """For a Bundle of only POST/PUT entries: the resources with ids assigned and
+        references rewritten (and those references), ready for
+        ``Repository.put_many``; None for any other Bundle.  Must run inside
+        ``repo.atomic()`` (it registers the ids the unit will create)."""
+        entries = parse_entries(bundle)
+        if any(e.method not in ("POST", "PUT") for e in entries):
+            return None
+        mapping = self._assign(entries)
+        cache: dict[str, str] = {}
+        items, refs = [], []
+        for e in entries:
+            if (e.resource or {}).get("resourceType") != e.rtype:
+                raise InvalidResource(f"entry {e.index}: the URL and resourceType disagree")
+            refs.append(self._resolve(e, mapping, cache))
+            items.append({**(e.resource or {}), "id": e.rid})
+        return items, refs
 
     def process(self, bundle: dict[str, Any], *, representation: bool = False) -> dict[str, Any]:
         kind = bundle.get("type")

@@ -34,6 +34,8 @@ class FhirResponse(Response):
     media_type = FHIR_JSON
 
     def render(self, content: Any) -> bytes:
+        if content is None:  # no body (Prefer: return=minimal), not the JSON text "null"
+            return b""
         return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 

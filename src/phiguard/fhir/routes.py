@@ -11,19 +11,19 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from phiguard.clock import isoformat
-from phiguard.errors import InvalidResource
 from phiguard.records.context import AccessContext
 from phiguard.records.repository import Repository, SearchResult, StoredResource
+from phiguard.records.validation import known_type
 
-from .bundles import BundleProcessor
+from .bundles import BundleProcessor, EntryFailed
 from .capability import capability_statement
-from .outcome import FHIR_JSON, ApiError, FhirResponse, outcome
+from .outcome import FHIR_JSON, ApiError, FhirResponse, outcome, status_for
 
 T = TypeVar("T")
 router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
@@ -52,10 +52,8 @@ async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in _JSON_TYPES:
-        raise ApiError(415, "not-supported", "send application/fhir+json")
+async def _read_limited(request: Request) -> bytearray:
+    """The raw body, refused with 413 as soon as it passes ``max_body_bytes``."""
     limit: int = request.app.state.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -65,6 +63,14 @@ async def _body(request: Request) -> dict[str, Any]:
         chunks += chunk
         if len(chunks) > limit:
             raise ApiError(413, "too-long", f"the body is larger than {limit} bytes")
+    return chunks
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in _JSON_TYPES:
+        raise ApiError(415, "not-supported", "send application/fhir+json")
+    chunks = await _read_limited(request)
     try:
         doc = json.loads(chunks)
     except (ValueError, UnicodeDecodeError):
@@ -101,6 +107,9 @@ def _search_bundle(
     base: str, rtype: str, items: list[tuple[str, str]], result: SearchResult
 ) -> dict[str, Any]:
     plain = [(k, v) for k, v in items if k not in ("_offset",)]
+    # _summary=count asks for the total only: no entries, and no paging links, which
+    # would lead a client that follows ``next`` through pages that are all empty.
+    summary = ("_summary", "count") in items
 
     def link(relation: str, offset: int) -> dict[str, str]:
         return {
@@ -109,13 +118,14 @@ def _search_bundle(
         }
 
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": result.total}
-    if result.count:
+    if result.count and not summary:
         links = [link("self", result.offset), link("first", 0)]
         if result.offset + result.count < result.total:
             links.append(link("next", result.offset + result.count))
         if result.offset > 0:
             links.append(link("previous", max(0, result.offset - result.count)))
         bundle["link"] = links
+    if result.entries:  # FHIR JSON has no empty arrays: no matches means no entry element
         bundle["entry"] = [
             {
                 "fullUrl": f"{base}/{s.resource_type}/{s.id}",
@@ -160,11 +170,17 @@ async def metadata(request: Request) -> FhirResponse:
 async def batch(request: Request) -> FhirResponse:
     repo = await _repo(request)
     bundle = await _body(request)
-    result = await _call(
-        BundleProcessor(repo).process,
-        bundle,
-        representation="return=representation" in request.headers.get("prefer", ""),
-    )
+    try:
+        result = await _call(
+            BundleProcessor(repo).process,
+            bundle,
+            representation="return=representation" in request.headers.get("prefer", ""),
+        )
+    except EntryFailed as exc:
+        # A failed transaction entry rolled everything back: answer with the status
+        # of the entry's own error (400, 404, 412, ...), naming the entry.
+        status, code, texts = status_for(exc.cause)
+        return FhirResponse(outcome("error", code, [str(exc), *texts]), status_code=status)
     return FhirResponse(result)
 
 
@@ -204,8 +220,14 @@ async def search_post(request: Request, rtype: str) -> FhirResponse:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         raise ApiError(415, "not-supported", "send application/x-www-form-urlencoded")
-    form = await request.form()
-    items = [*request.query_params.multi_items(), *((k, str(v)) for k, v in form.multi_items())]
+    # Parsed here rather than with request.form(), which needs python-multipart (not a
+    # dependency) and would not apply max_body_bytes.
+    raw = await _read_limited(request)
+    try:
+        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise ApiError(400, "structure", "the form body is not valid UTF-8") from None
+    items = [*request.query_params.multi_items(), *form]
     result = await _call(repo.search, rtype, items)
     return FhirResponse(_search_bundle(_base(request), rtype, items, result))
 
@@ -264,8 +286,9 @@ async def vread(request: Request, rtype: str, rid: str, vid: str) -> FhirRespons
 
 
 def _check_type_path(rtype: str) -> None:
-    if not re.fullmatch(_TYPE, rtype):
-        raise InvalidResource("unsupported resource type")
+    # FHIR (http.html): an unsupported resource type in the URL is 404 Not Found.
+    if not re.fullmatch(_TYPE, rtype) or not known_type(rtype):
+        raise ApiError(404, "not-supported", "unsupported resource type")
 
 
 __all__ = ["FHIR_JSON", "router"]

@@ -85,14 +85,22 @@ def compartment_of(resource: dict[str, Any]) -> str:
     return patient_compartment(patient) if patient else SHARED
 
 
-def iter_references(node: Any) -> Iterator[tuple[dict[str, Any], str]]:
-    """Every ``Reference.reference`` in a resource, with the dict holding it."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "reference" and isinstance(value, str):
-                yield node, value
-            elif isinstance(value, dict | list):
-                yield from iter_references(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from iter_references(item)
+def iter_references(node: Any) -> list[tuple[dict[str, Any], str]]:
+    """Every ``Reference.reference`` in a resource, with the dict holding it.
+
+    Iterative, and a list rather than a generator: it runs over every resource of
+    every import, twice, and recursion over deep FHIR trees dominated import time.
+    """
+    found: list[tuple[dict[str, Any], str]] = []
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key == "reference" and isinstance(value, str):
+                    found.append((item, value))
+                elif isinstance(value, dict | list):
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, dict | list))
+    return found

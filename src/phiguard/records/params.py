@@ -54,6 +54,15 @@ def _codes(field: str) -> Extract:
     return extract
 
 
+def _words(value: str) -> Iterator[str]:
+    """The whole value and, if it has several, each word: string parameters match whole
+    words, so "Lopez" finds the family "García López" (and "garcia lopez" still does)."""
+    yield value
+    words = value.split()
+    if len(words) > 1:
+        yield from words
+
+
 def _names(part: str) -> Extract:
     def extract(res: dict[str, Any]) -> Iterator[str]:
         for name in _list(res.get("name")):
@@ -65,9 +74,10 @@ def _names(part: str) -> Extract:
             if not isinstance(name, dict):
                 continue
             if part in ("family", "name") and name.get("family"):
-                yield str(name["family"])
+                yield from _words(str(name["family"]))
             if part in ("given", "name"):
-                yield from (str(g) for g in _list(name.get("given")))
+                for given in _list(name.get("given")):
+                    yield from _words(str(given))
             if part == "name":
                 if name.get("text"):
                     yield from str(name["text"]).split()

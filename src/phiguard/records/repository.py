@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, delete, func, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 
 from phiguard.clock import isoformat
 from phiguard.crypto.keyring import SHARED
@@ -66,6 +66,40 @@ class SearchResult:
     offset: int
     count: int
     entries: list[StoredResource]
+
+
+@dataclass
+class _Pending:
+    stored: StoredResource
+    compartment: str
+    dek_version: int
+    body: bytes | None
+    new: bool
+    tokens: set[tuple[str, bytes]]
+
+
+_INSERT_RESOURCE = resources.insert()
+_INSERT_HEAD = resource_heads.insert()
+_INSERT_TOKENS = search_tokens.insert()
+_UPDATE_HEAD = (
+    update(resource_heads)
+    .where(
+        resource_heads.c.tenant == bindparam("b_tenant"),
+        resource_heads.c.rtype == bindparam("b_rtype"),
+        resource_heads.c.rid == bindparam("b_rid"),
+    )
+    .values(
+        version=bindparam("version"),
+        compartment=bindparam("compartment"),
+        last_updated=bindparam("last_updated"),
+        deleted=bindparam("deleted"),
+    )
+)
+_DELETE_TOKENS = delete(search_tokens).where(
+    search_tokens.c.tenant == bindparam("b_tenant"),
+    search_tokens.c.rtype == bindparam("b_rtype"),
+    search_tokens.c.rid == bindparam("b_rid"),
+)
 
 
 def _dumps(resource: dict[str, Any]) -> bytes:
@@ -186,7 +220,7 @@ class Repository:
             rtype, rid, version, int(row.last_updated), bool(row.deleted), resource
         )
 
-    def _write_version(
+    def _prepare(
         self,
         conn: Connection,
         rtype: str,
@@ -196,8 +230,10 @@ class Repository:
         compartment: str,
         *,
         new: bool,
-    ) -> StoredResource:
-        now = now_us(self.vault.clock.now())
+        now: int,
+    ) -> _Pending:
+        """Seal one version and compute its rows; ``_flush`` writes a list of them."""
+        tokens: set[tuple[str, bytes]] = set()
         if resource is not None:
             meta = dict(resource.get("meta") or {})
             meta["versionId"] = str(version)
@@ -211,57 +247,178 @@ class Repository:
             dek_version, body = self.vault.cipher.seal(
                 compartment, _dumps(resource), self._aad(rtype, rid, version, compartment), conn
             )
+            tokens = self.tokens(resource)
         else:
             dek_version, body = 0, None
+        stored = StoredResource(rtype, rid, version, now, resource is None, resource)
+        return _Pending(stored, compartment, dek_version, body, new, tokens)
+
+    def _flush(self, conn: Connection, pending: list[_Pending]) -> None:
+        """Write prepared versions with one executemany per statement."""
+        if not pending:
+            return
+        t = self.tenant
         conn.execute(
-            resources.insert().values(
-                tenant=self.tenant,
-                rtype=rtype,
-                rid=rid,
-                version=version,
-                compartment=compartment,
-                dek_version=dek_version,
-                body=body,
-                last_updated=now,
-                deleted=resource is None,
-            )
+            _INSERT_RESOURCE,
+            [
+                {
+                    "tenant": t,
+                    "rtype": p.stored.resource_type,
+                    "rid": p.stored.id,
+                    "version": p.stored.version,
+                    "compartment": p.compartment,
+                    "dek_version": p.dek_version,
+                    "body": p.body,
+                    "last_updated": p.stored.last_updated_us,
+                    "deleted": p.stored.deleted,
+                }
+                for p in pending
+            ],
         )
-        head = {
-            "version": version,
-            "compartment": compartment,
-            "last_updated": now,
-            "deleted": resource is None,
-        }
-        if new:
+        heads = [
+            {
+                "b_tenant": t,
+                "b_rtype": p.stored.resource_type,
+                "b_rid": p.stored.id,
+                "version": p.stored.version,
+                "compartment": p.compartment,
+                "last_updated": p.stored.last_updated_us,
+                "deleted": p.stored.deleted,
+            }
+            for p in pending
+        ]
+        new_heads = [
+            {k.removeprefix("b_"): v for k, v in h.items()}
+            for h, p in zip(heads, pending, strict=True)
+            if p.new
+        ]
+        old_heads = [h for h, p in zip(heads, pending, strict=True) if not p.new]
+        if new_heads:
+            conn.execute(_INSERT_HEAD, new_heads)
+        if old_heads:
+            conn.execute(_UPDATE_HEAD, old_heads)
             conn.execute(
-                resource_heads.insert().values(tenant=self.tenant, rtype=rtype, rid=rid, **head)
+                _DELETE_TOKENS,
+                [{"b_tenant": t, "b_rtype": h["b_rtype"], "b_rid": h["b_rid"]} for h in old_heads],
             )
-        else:
-            conn.execute(
-                update(resource_heads)
-                .where(
-                    resource_heads.c.tenant == self.tenant,
-                    resource_heads.c.rtype == rtype,
-                    resource_heads.c.rid == rid,
+        token_rows = [
+            {
+                "tenant": t,
+                "rtype": p.stored.resource_type,
+                "param": name,
+                "token": tok,
+                "rid": p.stored.id,
+            }
+            for p in pending
+            for name, tok in p.tokens
+        ]
+        if token_rows:
+            conn.execute(_INSERT_TOKENS, token_rows)
+        for p in pending:
+            key = (p.stored.resource_type, p.stored.id)
+            if p.stored.deleted:
+                self._known.discard(key)
+            else:
+                self._known.add(key)
+
+    def _write_version(
+        self,
+        conn: Connection,
+        rtype: str,
+        rid: str,
+        version: int,
+        resource: dict[str, Any] | None,
+        compartment: str,
+        *,
+        new: bool,
+    ) -> StoredResource:
+        now = now_us(self.vault.clock.now())
+        pending = self._prepare(conn, rtype, rid, version, resource, compartment, new=new, now=now)
+        self._flush(conn, [pending])
+        return pending.stored
+
+    def put_many(
+        self,
+        items: list[dict[str, Any]],
+        *,
+        validated: bool = False,
+        references: list[list[str]] | None = None,
+    ) -> list[StoredResource]:
+        """Create or update many resources, each with its id, in one transaction.
+
+        The bulk path of import and seeding: the same decisions, sealing, indexing and
+        audit as ``update``, with one head look-up, one reference check and one
+        executemany per table for the whole list instead of per resource.  ``validated``
+        says the caller already ran ``validate`` on every item (import does it in
+        worker processes); ``references``, if given, are each item's references as the
+        caller already walked them (the bundle processor does, to rewrite them).
+        """
+        for r in items:
+            if not validated:
+                validate(r)
+            rtype = str(r.get("resourceType"))
+            self._check_type(rtype)
+            if not isinstance(r.get("id"), str) or not valid_id(r["id"]):
+                raise InvalidResource(f"{rtype} has no valid id")
+        with self.atomic() as conn:
+            heads = self._heads_for(conn, [str(r["id"]) for r in items])
+            for r in items:
+                self._known.add((str(r["resourceType"]), str(r["id"])))
+            compartments = [compartment_of(r) for r in items]
+            for r, compartment in zip(items, compartments, strict=True):
+                key = (str(r["resourceType"]), str(r["id"]))
+                head = heads.get(key)
+                action = "update" if head is not None else "create"
+                self._require(AccessRequest(action, key[0], key[1], compartment, r), conn)
+                if head is not None and head.compartment != compartment:
+                    self._require(AccessRequest("update", key[0], key[1], head.compartment), conn)
+            self._check_references(conn, items, references)
+            now = now_us(self.vault.clock.now())
+            versions: dict[tuple[str, str], int] = {}
+            pending = []
+            created = 0
+            for r, compartment in zip(items, compartments, strict=True):
+                key = (str(r["resourceType"]), str(r["id"]))
+                head = heads.get(key)
+                previous = versions.get(key, int(head.version) if head is not None else 0)
+                versions[key] = previous + 1
+                is_new = previous == 0
+                created += is_new
+                pending.append(
+                    self._prepare(
+                        conn, key[0], key[1], previous + 1, r, compartment, new=is_new, now=now
+                    )
                 )
-                .values(**head)
+            self._flush(conn, pending)
+            patients = sorted({p for r in items for p in self._patients(r)})
+            by_type: dict[str, int] = {}
+            for r in items:
+                by_type[str(r["resourceType"])] = by_type.get(str(r["resourceType"]), 0) + 1
+            self._audit(
+                "import",
+                "success",
+                conn,
+                patients=tuple(patients),
+                detail={"created": created, "updated": len(items) - created, "types": by_type},
             )
-            conn.execute(
-                delete(search_tokens).where(
-                    search_tokens.c.tenant == self.tenant,
-                    search_tokens.c.rtype == rtype,
-                    search_tokens.c.rid == rid,
+        return [p.stored for p in pending]
+
+    def _heads_for(self, conn: Connection, ids: list[str]) -> dict[tuple[str, str], Any]:
+        h = resource_heads.c
+        out: dict[tuple[str, str], Any] = {}
+        for i in range(0, len(ids), 500):
+            for row in conn.execute(
+                select(h.rtype, h.rid, h.version, h.compartment, h.deleted).where(
+                    h.tenant == self.tenant, h.rid.in_(ids[i : i + 500])
                 )
-            )
-        if resource is not None:
-            rows = [
-                {"tenant": self.tenant, "rtype": rtype, "param": p, "token": t, "rid": rid}
-                for p, t in self.tokens(resource)
-            ]
-            if rows:
-                conn.execute(search_tokens.insert(), rows)
-            self._known.add((rtype, rid))
-        return StoredResource(rtype, rid, version, now, resource is None, resource)
+            ):
+                out[(row.rtype, row.rid)] = row
+        return out
+
+    def existing_ids(self, ids: list[str]) -> dict[str, str]:
+        """For the ids that exist (in any type), their resource type."""
+        with self.atomic() as conn:
+            return {rid: rtype for (rtype, rid) in self._heads_for(conn, ids)}
 
     def tokens(self, resource: dict[str, Any]) -> set[tuple[str, bytes]]:
         """The blind-index tokens of one resource version."""
@@ -281,34 +438,46 @@ class Repository:
         return out
 
     # -- references ------------------------------------------------------------------
-    def _check_references(self, conn: Connection, resource: dict[str, Any]) -> None:
+    def _check_references(
+        self,
+        conn: Connection,
+        items: list[dict[str, Any]],
+        references: list[list[str]] | None = None,
+    ) -> None:
+        """Every relative reference must name a resource that exists (or is being written)."""
         wanted: dict[str, set[str]] = {}
-        for _holder, ref in iter_references(resource):
-            if ref.startswith("#") or "://" in ref or ref.startswith("urn:"):
-                if ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
+        if references is None:
+            references = [[ref for _h, ref in iter_references(r)] for r in items]
+        for refs in references:
+            for ref in refs:
+                if ref.startswith("#") or "://" in ref or ref.startswith("urn:"):
+                    if ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
+                        raise InvalidResource(
+                            "a reference was not resolved", [f"unresolved reference {ref[:80]}"]
+                        )
+                    continue
+                parts = ref.split("/")
+                if len(parts) not in (2, 4) or not known_type(parts[0]) or not valid_id(parts[1]):
                     raise InvalidResource(
-                        "a reference was not resolved", [f"unresolved reference {ref[:80]}"]
+                        "a reference is malformed", [f"malformed reference {ref[:80]}"]
                     )
-                continue
-            parts = ref.split("/")
-            if len(parts) not in (2, 4) or not known_type(parts[0]) or not valid_id(parts[1]):
-                raise InvalidResource(
-                    "a reference is malformed", [f"malformed reference {ref[:80]}"]
-                )
-            if (parts[0], parts[1]) not in self._known:
-                wanted.setdefault(parts[0], set()).add(parts[1])
+                if (parts[0], parts[1]) not in self._known:
+                    wanted.setdefault(parts[0], set()).add(parts[1])
         for rtype, ids in wanted.items():
-            found = {
-                r.rid
-                for r in conn.execute(
-                    select(resource_heads.c.rid).where(
-                        resource_heads.c.tenant == self.tenant,
-                        resource_heads.c.rtype == rtype,
-                        resource_heads.c.rid.in_(ids),
-                        resource_heads.c.deleted.is_(False),
+            found: set[str] = set()
+            id_list = sorted(ids)
+            for i in range(0, len(id_list), 500):
+                found.update(
+                    r.rid
+                    for r in conn.execute(
+                        select(resource_heads.c.rid).where(
+                            resource_heads.c.tenant == self.tenant,
+                            resource_heads.c.rtype == rtype,
+                            resource_heads.c.rid.in_(id_list[i : i + 500]),
+                            resource_heads.c.deleted.is_(False),
+                        )
                     )
                 )
-            }
             missing = ids - found
             if missing:
                 raise InvalidResource(
@@ -344,7 +513,7 @@ class Repository:
             self._require(AccessRequest("create", rtype, rid, compartment, resource), conn)
             if self._head(conn, rtype, rid) is not None:
                 raise VersionConflict(f"{rtype}/{rid} already exists")
-            self._check_references(conn, resource)
+            self._check_references(conn, [resource])
             stored = self._write_version(conn, rtype, rid, 1, resource, compartment, new=True)
             self._audit(
                 "create",
@@ -382,7 +551,7 @@ class Repository:
                     f"{rtype}/{rid} is at version {head.version if head else 'none'}, "
                     f"not {if_match}"
                 )
-            self._check_references(conn, resource)
+            self._check_references(conn, [resource])
             version = int(head.version) + 1 if head is not None else 1
             stored = self._write_version(
                 conn, rtype, rid, version, resource, compartment, new=head is None

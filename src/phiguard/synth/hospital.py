@@ -182,8 +182,8 @@ def generate_hospital(
         raise ValueError(f"staff must be at least {minimum} to cover every department")
     if days < 1:
         raise ValueError("days must be at least 1")
-    # A million long-lived records would trigger repeated full collections that find
-    # nothing to free (the records form no cycles); pausing the collector saves ~25%.
+    # A million new long-lived records trigger repeated full collections that free
+    # almost nothing; pausing the collector saves about a quarter of the run time.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -194,6 +194,18 @@ def generate_hospital(
 
 
 class _Generator:
+    departments: list[Department]
+    dept_id: dict[str, str]
+    """Department code to id."""
+    streets: list[tuple[str, str, str]]
+    """(street, city, postal code); households refer to streets by index."""
+    next_number: list[int]
+    encounters: list[Encounter]
+    appointments: list[Appointment]
+    care_teams: list[CareTeam]
+    conditions: list[Condition]
+    observations: list[Observation]
+
     def __init__(self, seed: int, patients: int, staff: int, start: dt.date, days: int) -> None:
         self.seed = seed
         self.n_patients = patients
@@ -249,7 +261,7 @@ class _Generator:
         expected = self.n_patients / 2.4 + self.n_staff
         combos = len(STREET_NAMES) * len(STREET_SUFFIXES) * len(CITIES)
         count = min(combos, max(10, int(expected / HOUSEHOLDS_PER_STREET)))
-        self.streets: list[tuple[str, str, str]] = []
+        self.streets = []
         for index in rng.sample(range(combos), count):
             index, city = divmod(index, len(CITIES))
             name, suffix = divmod(index, len(STREET_SUFFIXES))
@@ -313,7 +325,7 @@ class _Generator:
                 partner_gender: Gender = "male" if head_gender == "female" else "female"
             else:
                 partner_gender = self._gender()
-            partner_age = max(18, head_age + rng.randint(-6, 6))
+            partner_age = min(98, max(18, head_age + rng.randint(-6, 6)))
             members.append(
                 _Person(
                     partner_surname,
@@ -511,6 +523,13 @@ class _Generator:
     # -- care and clinical data ----------------------------------------------------
 
     def _make_clinical(self, patients: list[Patient], staff: list[StaffMember]) -> None:
+        """Encounters, diagnoses, vitals and labs, care teams and appointments per patient.
+
+        Deliberately one long function: it dominates generation time, so everything
+        is a local and nothing is called per record that need not be.  Staff are only
+        chosen among those employed on the day, so legitimate care never involves a
+        terminated or not-yet-hired user and such accesses are unambiguous later.
+        """
         rng = self.rng
         random_ = rng.random
         randrange = rng.randrange
@@ -847,7 +866,14 @@ class _Generator:
 
             for dept, (team_start, team_end) in team_depts.items():
                 day_ord = team_start.toordinal()
-                members = [affinity[dept]]
+                lead: int | None = affinity[dept]
+                if lead is None or not hire[lead] <= day_ord < term[lead]:
+                    lead = pick(physicians[dept], day_ord)
+                    if lead is None:
+                        lead = pick(all_physicians, day_ord)
+                        if lead is None:
+                            continue
+                members = [lead]
                 for _ in range(randint(1, 2)):
                     nurse = pick(nurses[dept], day_ord)
                     if nurse is not None and nurse not in members:
@@ -885,14 +911,6 @@ class _Generator:
                             status,
                         )
                     )
-
-    encounters: list[Encounter]
-    appointments: list[Appointment]
-    care_teams: list[CareTeam]
-    conditions: list[Condition]
-    observations: list[Observation]
-    departments: list[Department]
-    dept_id: dict[str, str]
 
 
 def _plan_key(plan: tuple[int, str, ConditionCode | None]) -> int:

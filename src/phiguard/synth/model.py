@@ -212,6 +212,8 @@ class Hospital:
     staff_by_patient_id: dict[str, StaffMember] = field(init=False, repr=False)
     """Employee-patients: patient record id to the staff member it belongs to."""
     encounters_by_patient: dict[str, list[Encounter]] = field(init=False, repr=False)
+    households_by_street: dict[tuple[str, str], list[Household]] = field(init=False, repr=False)
+    """(street, postal code) to the households on it, in house-number order."""
 
     def __post_init__(self) -> None:
         self.department_by_id = {d.id: d for d in self.departments}
@@ -227,6 +229,12 @@ class Hospital:
         for encounter in self.encounters:
             by_patient[encounter.patient_id].append(encounter)
         self.encounters_by_patient = dict(by_patient)
+        by_street: defaultdict[tuple[str, str], list[Household]] = defaultdict(list)
+        for household in self.households:
+            by_street[household.street, household.postal_code].append(household)
+        for street in by_street.values():
+            street.sort(key=_house_number)
+        self.households_by_street = dict(by_street)
 
     @property
     def end(self) -> dt.date:
@@ -237,6 +245,20 @@ class Hospital:
         """Everyone registered at the patient's household, the patient included."""
         household = self.household_by_id[self.patient_by_id[patient_id].household_id]
         return [self.patient_by_id[pid] for pid in household.patient_ids]
+
+    def neighbours(self, household_id: str, distance: int | None = None) -> list[Household]:
+        """Other households on the same street; ``distance`` bounds the house-number gap.
+
+        Each household has its own house number, so "same street, different number"
+        is exactly "same street, different household".
+        """
+        home = self.household_by_id[household_id]
+        return [
+            h
+            for h in self.households_by_street[home.street, home.postal_code]
+            if h.id != home.id
+            and (distance is None or abs(h.house_number - home.house_number) <= distance)
+        ]
 
     def __eq__(self, other: object) -> bool:
         # Lookups are derived, so comparing the source lists is enough and cheaper.
@@ -250,6 +272,10 @@ class Hospital:
             f"staff={len(self.staff)}, encounters={len(self.encounters)}, "
             f"observations={len(self.observations)})"
         )
+
+
+def _house_number(household: Household) -> int:
+    return household.house_number
 
 
 def _content(h: Hospital) -> tuple[object, ...]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,32 +30,53 @@ def seed_hospital(
 
     hospital = generate_hospital(seed=seed, patients=patients)
     source = hashlib.sha256(f"synth:{seed}:{patients}".encode()).hexdigest()
-    units: list[Unit] = []
-    stream = iter(to_fhir(hospital))
-    for index in itertools.count():
-        chunk: list[dict[str, Any]] = list(itertools.islice(stream, UNIT))
-        if not chunk:
-            break
-        entries = [
-            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-            for r in chunk
-        ]
-        units.append(
-            Unit(
+    # The hospital Organization, then one resource per record (two per staff member:
+    # Practitioner and PractitionerRole), as ``to_fhir`` yields them.
+    total = (
+        1
+        + len(hospital.staff)
+        + sum(
+            len(x)
+            for x in (
+                hospital.departments,
+                hospital.staff,
+                hospital.patients,
+                hospital.encounters,
+                hospital.appointments,
+                hospital.care_teams,
+                hospital.conditions,
+                hospital.observations,
+            )
+        )
+    )
+
+    def units() -> Iterator[Unit]:
+        stream = iter(to_fhir(hospital))
+        for index in itertools.count():
+            chunk: list[dict[str, Any]] = list(itertools.islice(stream, UNIT))
+            if not chunk:
+                return
+            entries = [
+                {
+                    "resource": r,
+                    "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+                }
+                for r in chunk
+            ]
+            yield Unit(
                 source,
                 index,
                 Path(f"synthetic-hospital-{seed}"),
                 {"resourceType": "Bundle", "type": "transaction", "entry": entries},
             )
-        )
-    total = sum(u.size for u in units)
+
     done = 0
 
     def step(n: int) -> None:
         nonlocal done
         done += n
         if progress:
-            progress(done, total)
+            progress(done, max(total, done))
 
     repo = vault.repository(system_context(purpose="HOPERAT", source="seed"))
-    return Importer(repo, progress=step).run(units)
+    return Importer(repo, progress=step).run(units(), total=total)

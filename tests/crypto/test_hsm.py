@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support import softhsm as softhsm_support
-from tests.support.softhsm import SoftHsmToken, softhsm_tokens
 
 from phiguard.crypto.envelope import KEY_LEN, NONCE_LEN
 from phiguard.crypto.hsm import TAG_LEN, Pkcs11Hsm
 from phiguard.crypto.providers import KeyProvider, WrappedKey
 from phiguard.errors import KeyProviderError
+from tests.support import softhsm as softhsm_support
+from tests.support.softhsm import SoftHsmToken, softhsm_tokens
 
 pytestmark = pytest.mark.softhsm
 

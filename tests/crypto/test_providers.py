@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import FAST_SCRYPT, TEST_PASSPHRASE
 
 from phiguard.crypto.envelope import aad
 from phiguard.crypto.providers import KEYFILE_FORMAT, LocalKeyFile, WrappedKey
 from phiguard.errors import KeyProviderError, WrongPassphraseError
+from tests.conftest import FAST_SCRYPT, TEST_PASSPHRASE
 
 DEK = bytes(range(32))
 ASSOC = aad("phiguard-dek", "default", "Patient/p1", 1)

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Column, Engine, Index, Integer, MetaData, inspect
 
 from phiguard.store import migrate
 from phiguard.store.engine import has_schema, make_engine
@@ -74,3 +74,17 @@ def test_upgrade_is_idempotent_and_downgrade_removes_everything(engine: Engine) 
     migrate.upgrade(engine)
     assert _differences(engine) == []
     assert migrate.is_current(engine)
+
+
+def test_comparison_notices_drift(engine: Engine) -> None:
+    """The no-difference checks above would fail if the model and migrations drifted."""
+    migrate.upgrade(engine)
+    drifted = MetaData()
+    for table in metadata.sorted_tables:
+        table.to_metadata(drifted)
+    drifted.tables["settings"].append_column(Column("extra", Integer))
+    Index("ix_drift", drifted.tables["resources"].c.rid)
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), drifted)
+    kinds = sorted(d[0] for d in diffs if isinstance(d, tuple))
+    assert kinds == ["add_column", "add_index"]

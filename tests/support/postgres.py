@@ -195,8 +195,19 @@ def start_postgres() -> PostgresServer:
         started = subprocess.run(
             _command(
                 user,
-                [pg_ctl, "start", "-D", str(root / "data"), "-l", str(log), "-w", "-t", "60"]
-                + ["-o", options],
+                [
+                    pg_ctl,
+                    "start",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-D",
+                    str(root / "data"),
+                    "-l",
+                    str(log),
+                    "-o",
+                    options,
+                ],
             ),
             cwd=root,
             env=env,

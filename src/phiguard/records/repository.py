@@ -275,24 +275,32 @@ class Repository:
                 for p in pending
             ],
         )
-        heads = [
-            {
+        # A resource written twice in one batch: its first write decides insert or
+        # update of the head, its last write the head's values and search tokens.
+        first_new: dict[tuple[str, str], bool] = {}
+        last: dict[tuple[str, str], _Pending] = {}
+        for p in pending:
+            key = (p.stored.resource_type, p.stored.id)
+            first_new.setdefault(key, p.new)
+            last[key] = p
+        heads = {
+            key: {
                 "b_tenant": t,
-                "b_rtype": p.stored.resource_type,
-                "b_rid": p.stored.id,
+                "b_rtype": key[0],
+                "b_rid": key[1],
                 "version": p.stored.version,
                 "compartment": p.compartment,
                 "last_updated": p.stored.last_updated_us,
                 "deleted": p.stored.deleted,
             }
-            for p in pending
-        ]
+            for key, p in last.items()
+        }
         new_heads = [
             {k.removeprefix("b_"): v for k, v in h.items()}
-            for h, p in zip(heads, pending, strict=True)
-            if p.new
+            for key, h in heads.items()
+            if first_new[key]
         ]
-        old_heads = [h for h, p in zip(heads, pending, strict=True) if not p.new]
+        old_heads = [h for key, h in heads.items() if not first_new[key]]
         if new_heads:
             conn.execute(_INSERT_HEAD, new_heads)
         if old_heads:
@@ -309,7 +317,7 @@ class Repository:
                 "token": tok,
                 "rid": p.stored.id,
             }
-            for p in pending
+            for p in last.values()
             for name, tok in p.tokens
         ]
         if token_rows:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import functools
 import io
+import json
 import os
 import struct
+from collections.abc import Iterator
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -25,6 +30,16 @@ from phiguard.errors import BackupError
 
 PASS = "archive test passphrase"
 CANARY = b"Canary-Archive-Zanzibar"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cheap_private_key_loads() -> Iterator[None]:
+    """Loading an encrypted RSA PEM costs ~0.1 s; hundreds of tamper cases load the
+    same one, so cache it (the loader itself is exercised by the key tests below)."""
+    real = archive._private
+    archive._private = functools.cache(real)  # type: ignore[assignment]
+    yield
+    archive._private = real  # type: ignore[assignment]
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +235,44 @@ def test_weak_recovery_keys_are_refused() -> None:
         with pytest.raises(BackupError):
             ArchiveWriter(out, pem, {})
         assert out.getvalue() == b"", "nothing may be written to a refused key"
+
+
+def _forged(public: bytes, **fields: object) -> bytes:
+    """An archive header anyone holding the public key could write."""
+    pub = serialization.load_pem_public_key(public)
+    assert isinstance(pub, rsa.RSAPublicKey)
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    header: dict[str, object] = {
+        "format": 1,
+        "recipient": archive.fingerprint(pub),
+        "wrapped_key": base64.b64encode(pub.encrypt(os.urandom(32), oaep)).decode(),
+        "nonce_prefix": base64.b64encode(os.urandom(4)).decode(),
+    }
+    header.update(fields)
+    raw = json.dumps(header).encode()
+    return MAGIC + struct.pack(">I", len(raw)) + raw + struct.pack(">I", 20) + os.urandom(20)
+
+
+def test_forged_headers_fail_as_backup_errors(keys: tuple[bytes, bytes]) -> None:
+    """The header is authenticated only through the chunks, so a hostile header must
+    still end in BackupError (one CLI line), whatever its fields hold."""
+    pub = serialization.load_pem_public_key(keys[0])
+    assert isinstance(pub, rsa.RSAPublicKey)
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    short_key = base64.b64encode(pub.encrypt(b"short", oaep)).decode()
+    for fields in (
+        {},
+        {"wrapped_key": short_key},
+        {"nonce_prefix": base64.b64encode(b"x").decode()},
+        {"nonce_prefix": ""},
+        {"wrapped_key": 12345},
+        {"wrapped_key": None},
+        {"nonce_prefix": ["a"]},
+        {"wrapped_key": "!!not base64!!"},
+    ):
+        with pytest.raises(BackupError):
+            _read(_forged(keys[0], **fields), keys[1])
+    for body in (b"[1, 2]", b"42", b'"text"'):
+        blob = MAGIC + struct.pack(">I", len(body)) + body
+        with pytest.raises(BackupError):
+            _read(blob, keys[1])

@@ -40,9 +40,7 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(params=BACKENDS)
-def backend_url(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[str, str]]:
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(backend, a fresh database URL) for tests that need a store of their own."""
     backend: str = request.param
     with database(backend, request, tmp_path) as url:

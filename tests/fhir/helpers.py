@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fhirclient import client
 from sqlalchemy import Engine, func, select
 
 from phiguard.store.engine import make_throwaway_engine
@@ -136,3 +137,10 @@ def outcome_of(response: httpx.Response) -> dict[str, Any]:
 
 def ids_of(bundle: dict[str, Any]) -> set[str]:
     return {e["resource"]["id"] for e in bundle.get("entry", [])}
+
+
+def fhir_client(api: Api) -> client.FHIRClient:
+    """fhirclient pointed at the live server, with the bearer token on its session."""
+    smart = client.FHIRClient(settings={"app_id": "phiguard-tests", "api_base": api.fhir})
+    smart.server.session.headers["Authorization"] = f"Bearer {api.server.token}"
+    return smart

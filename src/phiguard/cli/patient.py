@@ -26,8 +26,8 @@ def shred(
     """Destroy the patient's data keys: every record about them becomes unreadable, for good."""
     if not yes:
         answer = typer.prompt(
-            f"This destroys every record about Patient/{patient_id}, in this database and in "
-            f"every backup, and cannot be undone. Type the patient id to confirm"
+            f"This destroys every record about Patient/{patient_id} in this database, and "
+            f"cannot be undone. Type the patient id to confirm"
         )
         if answer.strip() != patient_id:
             raise PhiGuardError("confirmation did not match; nothing was changed")
@@ -35,6 +35,7 @@ def shred(
         result = shred_patient(sys_.vault, system_context(purpose="HOPERAT"), patient_id)
     console.print(
         f"Shredded Patient/{patient_id}: {result.keys_destroyed} data key(s) destroyed; "
-        f"{result.records} records ({result.versions} versions) are now unreadable, "
-        f"including their copies in earlier backups."
+        f"{result.records} records ({result.versions} versions) are now unreadable. "
+        f"Backups taken before now still hold the key until they expire "
+        f"(see docs/operations.md)."
     )

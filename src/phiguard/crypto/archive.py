@@ -128,7 +128,11 @@ class ArchiveWriter:
 def read_header(src: IO[bytes]) -> dict[str, Any]:
     if src.read(len(MAGIC)) != MAGIC:
         raise BackupError("not a phiguard backup archive")
-    (length,) = struct.unpack(">I", src.read(4) or b"\0\0\0\0")
+    # A file cut inside the length field must be a BackupError too, not a struct.error.
+    length_raw = src.read(4)
+    if len(length_raw) != 4:
+        raise BackupError("the backup is truncated")
+    (length,) = struct.unpack(">I", length_raw)
     if not 0 < length < 1 << 20:
         raise BackupError("the backup header is damaged")
     raw = src.read(length)
@@ -136,6 +140,8 @@ def read_header(src: IO[bytes]) -> dict[str, Any]:
         header: dict[str, Any] = json.loads(raw)
     except ValueError:
         raise BackupError("the backup header is damaged") from None
+    if not isinstance(header, dict):
+        raise BackupError("the backup header is damaged")
     header["_digest"] = hashlib.sha256(raw).digest()
     return header
 
@@ -149,8 +155,12 @@ def read_archive(src: IO[bytes], private_pem: bytes, passphrase: str) -> Iterato
     try:
         file_key = key.decrypt(base64.b64decode(header["wrapped_key"]), _OAEP)
         prefix = base64.b64decode(header["nonce_prefix"])
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, TypeError):
         raise BackupError("the backup's file key did not open") from None
+    # The header is only authenticated by the first chunk, and anyone holding the
+    # public key can wrap a file key: odd sizes must fail as BackupError, not ValueError.
+    if len(file_key) != 32 or len(prefix) != 4:
+        raise BackupError("the backup's file key did not open")
     aead = AESGCM(file_key)
     digest: bytes = header["_digest"]
     index = 0

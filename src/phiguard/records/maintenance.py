@@ -101,8 +101,9 @@ class ShredResult:
 
 
 def shred_patient(vault: Vault, ctx: AccessContext, patient_id: str) -> ShredResult:
-    """Destroy the patient's data keys: every version of every record about them,
-    in this database and in every backup, becomes unreadable."""
+    """Destroy the patient's data keys: every version of every record about them
+    becomes unreadable wherever the database's rows went (backups taken earlier hold
+    the wrapped key until they expire: docs/operations.md)."""
     compartment = patient_compartment(patient_id)
     decision = vault.policy.decide(ctx, AccessRequest("shred", "Patient", patient_id, compartment))
     if not decision.allowed:

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -148,7 +147,9 @@ def test_every_region_is_covered(keys: tuple[bytes, bytes], sealed: bytes) -> No
 
 @hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_any_truncation_fails(data: st.DataObject, keys: tuple[bytes, bytes], sealed: bytes) -> None:
+def test_any_truncation_fails(
+    data: st.DataObject, keys: tuple[bytes, bytes], sealed: bytes
+) -> None:
     cut = data.draw(st.integers(0, len(sealed) - 1), label="cut")
     with pytest.raises(BackupError):
         _read(sealed[:cut], keys[1])
@@ -161,7 +162,9 @@ def test_truncation_at_every_chunk_boundary_fails(keys: tuple[bytes, bytes], sea
             _read(head + b"".join(chunks[:n]), keys[1])
 
 
-def test_short_reads_inside_the_header_length_fail(keys: tuple[bytes, bytes], sealed: bytes) -> None:
+def test_short_reads_inside_the_header_length_fail(
+    keys: tuple[bytes, bytes], sealed: bytes
+) -> None:
     for cut in range(len(MAGIC), len(MAGIC) + 5):
         with pytest.raises(BackupError):
             _read(sealed[:cut], keys[1])
@@ -197,9 +200,7 @@ def test_chunks_of_another_archive_do_not_splice(
         _read(head_a + chunks_a[0] + b"".join(chunks_b[1:]), keys[1])
 
 
-def test_another_recovery_key_cannot_read(
-    other_keys: tuple[bytes, bytes], sealed: bytes
-) -> None:
+def test_another_recovery_key_cannot_read(other_keys: tuple[bytes, bytes], sealed: bytes) -> None:
     with pytest.raises(BackupError, match="different recovery key"):
         _read(sealed, other_keys[1])
 

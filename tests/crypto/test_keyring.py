@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from tests.conftest import TEST_PASSPHRASE
 
 from phiguard.clock import FixedClock
 from phiguard.crypto.envelope import aad
@@ -29,6 +28,7 @@ from phiguard.records.repository import Repository
 from phiguard.records.vault import Vault
 from phiguard.store.engine import make_engine
 from phiguard.store.tables import data_keys, resources, search_tokens
+from tests.conftest import TEST_PASSPHRASE
 
 
 def patient(pid: str, family: str = "Canaryfamily") -> dict[str, Any]:

@@ -67,6 +67,9 @@ def rotate_data(
     ] = False,
     all_: Annotated[bool, typer.Option("--all", help="rotate every compartment")] = False,
     resume: Annotated[bool, typer.Option(help="finish rotations an interrupted run left")] = False,
+    batch: Annotated[
+        int, typer.Option(min=1, help="record versions re-sealed per committed transaction")
+    ] = 500,
 ) -> None:
     """Re-encrypt compartments under new data keys (resumable: run again after a crash)."""
     with system(home) as sys_:
@@ -89,6 +92,7 @@ def rotate_data(
                 result = rotate_compartment(
                     sys_.vault,
                     compartment,
+                    batch=batch,
                     progress=lambda d, t: bar.update(rows, completed=d, total=t),
                 )
                 resealed += result.resealed

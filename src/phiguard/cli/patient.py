@@ -25,10 +25,15 @@ def shred(
 ) -> None:
     """Destroy the patient's data keys: every record about them becomes unreadable, for good."""
     if not yes:
-        answer = typer.prompt(
-            f"This destroys every record about Patient/{patient_id} in this database, and "
-            f"cannot be undone. Type the patient id to confirm"
-        )
+        try:
+            answer = typer.prompt(
+                f"This destroys every record about Patient/{patient_id} in this database, and "
+                f"cannot be undone. Type the patient id to confirm"
+            )
+        except typer.Abort:
+            # No input (closed stdin, Ctrl-C): one "phiguard: error:" line like every
+            # other refusal, instead of Click's bare "Aborted.".
+            raise PhiGuardError("no confirmation was given; nothing was changed") from None
         if answer.strip() != patient_id:
             raise PhiGuardError("confirmation did not match; nothing was changed")
     with system(home) as sys_:

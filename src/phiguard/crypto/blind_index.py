@@ -13,7 +13,6 @@ parameters such as gender, the frequency of each value).  See docs/blind-indexes
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import unicodedata
 
@@ -24,6 +23,8 @@ TOKEN_LEN = 16  # 128-bit tokens: collisions are negligible, and results are re-
 
 
 def normalise(value: str) -> str:
+    if value.isascii():
+        return " ".join(value.casefold().split())
     decomposed = unicodedata.normalize("NFKD", value)
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return " ".join(stripped.casefold().split())
@@ -53,10 +54,8 @@ class BlindIndexer:
 
     def token(self, param: str, value: str) -> bytes:
         """The token of one value of ``param`` (e.g. ``Patient.family``)."""
-        digest = hmac.new(self._key(param), normalise(value).encode("utf-8"), hashlib.sha256)
-        return digest.digest()[:TOKEN_LEN]
+        return hmac.digest(self._key(param), normalise(value).encode("utf-8"), "sha256")[:TOKEN_LEN]
 
     def raw_token(self, param: str, value: str) -> bytes:
         """A token over the exact value, for codes and identifiers where case matters."""
-        digest = hmac.new(self._key(param), value.encode("utf-8"), hashlib.sha256)
-        return digest.digest()[:TOKEN_LEN]
+        return hmac.digest(self._key(param), value.encode("utf-8"), "sha256")[:TOKEN_LEN]

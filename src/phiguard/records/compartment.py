@@ -93,14 +93,19 @@ def iter_references(node: Any) -> list[tuple[dict[str, Any], str]]:
     """
     found: list[tuple[dict[str, Any], str]] = []
     stack = [node]
+    pop, push = stack.pop, stack.append
     while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
+        item = pop()
+        if type(item) is dict:
             for key, value in item.items():
-                if key == "reference" and isinstance(value, str):
+                kind = type(value)
+                if kind is dict or kind is list:
+                    push(value)
+                elif key == "reference" and kind is str:
                     found.append((item, value))
-                elif isinstance(value, dict | list):
-                    stack.append(value)
-        elif isinstance(item, list):
-            stack.extend(v for v in item if isinstance(v, dict | list))
+        elif type(item) is list:
+            for value in item:
+                kind = type(value)
+                if kind is dict or kind is list:
+                    push(value)
     return found

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
+from sqlalchemy import Connection, and_, func, select
 
 from phiguard.clock import isoformat
 from phiguard.crypto.keyring import SHARED
@@ -78,28 +78,33 @@ class _Pending:
     tokens: set[tuple[str, bytes]]
 
 
-_INSERT_RESOURCE = resources.insert()
-_INSERT_HEAD = resource_heads.insert()
-_INSERT_TOKENS = search_tokens.insert()
-_UPDATE_HEAD = (
-    update(resource_heads)
-    .where(
-        resource_heads.c.tenant == bindparam("b_tenant"),
-        resource_heads.c.rtype == bindparam("b_rtype"),
-        resource_heads.c.rid == bindparam("b_rid"),
-    )
-    .values(
-        version=bindparam("version"),
-        compartment=bindparam("compartment"),
-        last_updated=bindparam("last_updated"),
-        deleted=bindparam("deleted"),
-    )
+# The bulk path writes with plain DBAPI executemany: SQLAlchemy's per-row parameter
+# processing cost as much as the database work itself.  Placeholders are "?" here and
+# become "%s" for drivers with the format paramstyle (psycopg).
+_SQL_INSERT_RESOURCE = (
+    "INSERT INTO resources (tenant, rtype, rid, version, compartment, dek_version, body,"
+    " last_updated, deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_DELETE_TOKENS = delete(search_tokens).where(
-    search_tokens.c.tenant == bindparam("b_tenant"),
-    search_tokens.c.rtype == bindparam("b_rtype"),
-    search_tokens.c.rid == bindparam("b_rid"),
+_SQL_INSERT_HEAD = (
+    "INSERT INTO resource_heads (tenant, rtype, rid, version, compartment, last_updated,"
+    " deleted) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+_SQL_UPDATE_HEAD = (
+    "UPDATE resource_heads SET version = ?, compartment = ?, last_updated = ?, deleted = ?"
+    " WHERE tenant = ? AND rtype = ? AND rid = ?"
+)
+_SQL_DELETE_TOKENS = "DELETE FROM search_tokens WHERE tenant = ? AND rtype = ? AND rid = ?"
+_SQL_INSERT_TOKENS = (
+    "INSERT INTO search_tokens (tenant, rtype, param, token, rid) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def _executemany(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    if conn.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")
+    conn.exec_driver_sql(sql, rows)
 
 
 def _dumps(resource: dict[str, Any]) -> bytes:
@@ -258,20 +263,21 @@ class Repository:
         if not pending:
             return
         t = self.tenant
-        conn.execute(
-            _INSERT_RESOURCE,
+        _executemany(
+            conn,
+            _SQL_INSERT_RESOURCE,
             [
-                {
-                    "tenant": t,
-                    "rtype": p.stored.resource_type,
-                    "rid": p.stored.id,
-                    "version": p.stored.version,
-                    "compartment": p.compartment,
-                    "dek_version": p.dek_version,
-                    "body": p.body,
-                    "last_updated": p.stored.last_updated_us,
-                    "deleted": p.stored.deleted,
-                }
+                (
+                    t,
+                    p.stored.resource_type,
+                    p.stored.id,
+                    p.stored.version,
+                    p.compartment,
+                    p.dek_version,
+                    p.body,
+                    p.stored.last_updated_us,
+                    p.stored.deleted,
+                )
                 for p in pending
             ],
         )
@@ -283,45 +289,50 @@ class Repository:
             key = (p.stored.resource_type, p.stored.id)
             first_new.setdefault(key, p.new)
             last[key] = p
-        heads = {
-            key: {
-                "b_tenant": t,
-                "b_rtype": key[0],
-                "b_rid": key[1],
-                "version": p.stored.version,
-                "compartment": p.compartment,
-                "last_updated": p.stored.last_updated_us,
-                "deleted": p.stored.deleted,
-            }
-            for key, p in last.items()
-        }
-        new_heads = [
-            {k.removeprefix("b_"): v for k, v in h.items()}
-            for key, h in heads.items()
-            if first_new[key]
-        ]
-        old_heads = [h for key, h in heads.items() if not first_new[key]]
-        if new_heads:
-            conn.execute(_INSERT_HEAD, new_heads)
-        if old_heads:
-            conn.execute(_UPDATE_HEAD, old_heads)
-            conn.execute(
-                _DELETE_TOKENS,
-                [{"b_tenant": t, "b_rtype": h["b_rtype"], "b_rid": h["b_rid"]} for h in old_heads],
-            )
-        token_rows = [
-            {
-                "tenant": t,
-                "rtype": p.stored.resource_type,
-                "param": name,
-                "token": tok,
-                "rid": p.stored.id,
-            }
-            for p in last.values()
-            for name, tok in p.tokens
-        ]
-        if token_rows:
-            conn.execute(_INSERT_TOKENS, token_rows)
+        _executemany(
+            conn,
+            _SQL_INSERT_HEAD,
+            [
+                (
+                    t,
+                    key[0],
+                    key[1],
+                    p.stored.version,
+                    p.compartment,
+                    p.stored.last_updated_us,
+                    p.stored.deleted,
+                )
+                for key, p in last.items()
+                if first_new[key]
+            ],
+        )
+        old = [(key, p) for key, p in last.items() if not first_new[key]]
+        _executemany(
+            conn,
+            _SQL_UPDATE_HEAD,
+            [
+                (
+                    p.stored.version,
+                    p.compartment,
+                    p.stored.last_updated_us,
+                    p.stored.deleted,
+                    t,
+                    key[0],
+                    key[1],
+                )
+                for key, p in old
+            ],
+        )
+        _executemany(conn, _SQL_DELETE_TOKENS, [(t, key[0], key[1]) for key, _ in old])
+        _executemany(
+            conn,
+            _SQL_INSERT_TOKENS,
+            [
+                (t, p.stored.resource_type, name, tok, p.stored.id)
+                for p in last.values()
+                for name, tok in p.tokens
+            ],
+        )
         for p in pending:
             key = (p.stored.resource_type, p.stored.id)
             if p.stored.deleted:
@@ -610,6 +621,8 @@ class Repository:
                 raise NotFound(f"{rtype}/{rid} is not known")
             if head.deleted:
                 self._require(AccessRequest("read", rtype, rid, head.compartment), conn)
+                if self.vault.keyring.is_shredded(head.compartment, conn):
+                    raise Gone(f"{rtype}/{rid} was destroyed (its patient's key was shredded)")
                 raise Gone(f"{rtype}/{rid} was deleted")
             row = conn.execute(
                 select(resources).where(

@@ -1,0 +1,173 @@
+"""``python -m bench [read|import|search|all] [options]``; no command runs them all.
+
+Examples::
+
+    python -m bench                       # every benchmark, full size (several minutes)
+    python -m bench --quick               # every benchmark, small (under a minute)
+    python -m bench read --n 2000
+    python -m bench import --reps 30
+    python -m bench search --patients 100000 --cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import imports, read, search
+from .common import OUT, Result
+from .machine import describe, load_average, render
+
+COMMANDS = ("all", "read", "import", "search")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quick", action="store_true", help="small sizes, few rounds")
+    common.add_argument("--rounds", type=int, help="measured rounds (default 5, quick 3)")
+    common.add_argument("--seed", type=int, default=20250101, help="shuffles and synth data")
+    common.add_argument(
+        "--profile", action="store_true", help="cProfile the encrypted variant even if it passes"
+    )
+    common.add_argument("--workdir", type=Path, help="where temporary stores go (default: /tmp)")
+
+    read_opts = argparse.ArgumentParser(add_help=False)
+    read_opts.add_argument(
+        "--n", type=int, help=f"reads per round = resources in the store (default {read.DEFAULT_N})"
+    )
+    import_opts = argparse.ArgumentParser(add_help=False)
+    import_opts.add_argument(
+        "--reps",
+        type=int,
+        help=f"repetitions of the 5 Synthea bundles (default {imports.DEFAULT_REPS})",
+    )
+    import_opts.add_argument(
+        "--workers", type=int, help="validation processes (default: the importer's own choice)"
+    )
+    search_opts = argparse.ArgumentParser(add_help=False)
+    search_opts.add_argument(
+        "--patients", type=int, help=f"patients loaded (default {search.DEFAULT_PATIENTS:,})"
+    )
+    search_opts.add_argument(
+        "--names", type=int, help=f"family names searched (default {search.DEFAULT_NAMES})"
+    )
+    search_opts.add_argument(
+        "--cache",
+        action="store_true",
+        help="keep the loaded stores under bench/out/search-cache and reuse them",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="phiguard benchmarks: encrypted vs plaintext in the same run.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "all", parents=[common, read_opts, import_opts, search_opts], help="every benchmark"
+    )
+    sub.add_parser("read", parents=[common, read_opts], help="Repository.read of random ids")
+    sub.add_parser("import", parents=[common, import_opts], help="bulk Importer, Synthea bundles")
+    sub.add_parser("search", parents=[common, search_opts], help="family-name search")
+    return parser
+
+
+def _pick(value: int | None, quick: bool, quick_value: int, default: int) -> int:
+    if value is not None:
+        return value
+    return quick_value if quick else default
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0] not in COMMANDS and args_list[0] not in ("-h", "--help")):
+        args_list.insert(0, "all")
+    args = _parser().parse_args(args_list)
+    quick: bool = args.quick
+    rounds = _pick(args.rounds, quick, 3, 5)
+    todo = ("read", "import", "search") if args.command == "all" else (args.command,)
+
+    info = describe()
+    print("# phiguard benchmarks")
+    print(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {'quick' if quick else 'full'} mode")
+    print("machine:")
+    print(render(info))
+    sys.stdout.flush()
+
+    results: list[Result] = []
+    started = time.perf_counter()
+    for name in todo:
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix=f"phiguard-bench-{name}-", dir=args.workdir) as d:
+            work = Path(d)
+            if name == "read":
+                res = read.run(
+                    n=_pick(args.n, quick, read.QUICK_N, read.DEFAULT_N),
+                    rounds=rounds,
+                    seed=args.seed,
+                    workdir=work,
+                    do_profile=args.profile,
+                )
+            elif name == "import":
+                res = imports.run(
+                    reps=_pick(args.reps, quick, imports.QUICK_REPS, imports.DEFAULT_REPS),
+                    rounds=rounds,
+                    workers=args.workers,
+                    workdir=work,
+                    do_profile=args.profile,
+                )
+            else:
+                res = search.run(
+                    patients=_pick(
+                        args.patients, quick, search.QUICK_PATIENTS, search.DEFAULT_PATIENTS
+                    ),
+                    names=_pick(args.names, quick, search.QUICK_NAMES, search.DEFAULT_NAMES),
+                    rounds=rounds,
+                    seed=args.seed,
+                    workdir=work,
+                    cache=args.cache,
+                    do_profile=args.profile,
+                )
+        res.parameters["wall time"] = f"{time.perf_counter() - t0:.1f} s"
+        results.append(res)
+        print()
+        print(res.render())
+        sys.stdout.flush()
+
+    print()
+    print(f"finished in {time.perf_counter() - started:.1f} s; load average {load_average()}")
+    print("\n## summary")
+    for res in results:
+        for target, got, ok in res.targets:
+            print(f"  {res.name:<7} {'MET   ' if ok else 'MISSED'} {target}: {got}")
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    record = {
+        "machine": info,
+        "mode": "quick" if quick else "full",
+        "load average at end": load_average(),
+        "results": [
+            {
+                "name": r.name,
+                "command": r.command,
+                "parameters": r.parameters,
+                "targets": [{"target": t, "measured": g, "met": ok} for t, g, ok in r.targets],
+                "figures": r.figures,
+                "report": r.render(),
+            }
+            for r in results
+        ],
+    }
+    path = OUT / f"run-{stamp}-{'-'.join(todo)}.json"
+    path.write_text(json.dumps(record, indent=2, default=str))
+    print(f"\nraw figures: {path}")
+    return 0  # a missed target is a finding to report, not a failure of the run
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""What the numbers were measured on: CPU, cores, memory, library versions, load."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sqlite3
+import ssl
+import sys
+from pathlib import Path
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                kib = int(line.split()[1])
+                return f"{kib / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError):
+        pass
+    return "unknown"
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cryptography_openssl() -> str:
+    # Only to name the OpenSSL that does the AES-GCM work; phiguard itself keeps all
+    # use of cryptography inside phiguard.crypto.
+    try:
+        from cryptography.hazmat.backends.openssl.backend import backend
+
+        return str(backend.openssl_version_text())
+    except Exception:  # pragma: no cover - informational only
+        return "unknown"
+
+
+def load_average() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def describe() -> dict[str, str]:
+    return {
+        "CPU": _cpu_model(),
+        "cores": str(os.cpu_count() or "unknown"),
+        "memory": _memory(),
+        "OS": f"{platform.system()} {platform.release()}",
+        "Python": sys.version.split()[0],
+        "SQLite": sqlite3.sqlite_version,
+        "OpenSSL (cryptography)": _cryptography_openssl(),
+        "OpenSSL (Python ssl)": ssl.OPENSSL_VERSION,
+        "cryptography": _version("cryptography"),
+        "SQLAlchemy": _version("sqlalchemy"),
+        "fhir.resources": _version("fhir.resources"),
+        "load average at start": load_average(),
+    }
+
+
+def render(info: dict[str, str]) -> str:
+    width = max(len(k) for k in info)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in info.items())

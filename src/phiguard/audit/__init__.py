@@ -1,0 +1,1 @@
+"""Audit: the tamper-evident ledger of every access and security event."""

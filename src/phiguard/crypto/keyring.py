@@ -32,7 +32,8 @@ from .providers import KeyProvider, WrappedKey
 SHARED = "shared"
 INDEX_COMPARTMENT = "__blind-index__"
 BACKUP_COMPARTMENT = "__system__"
-RESERVED = frozenset({INDEX_COMPARTMENT, BACKUP_COMPARTMENT})
+AUDIT_COMPARTMENT = "__audit__"
+RESERVED = frozenset({INDEX_COMPARTMENT, BACKUP_COMPARTMENT, AUDIT_COMPARTMENT})
 _PENDING = "phiguard.pending_keys"
 _VERIFIED = "phiguard.verified_keys"
 

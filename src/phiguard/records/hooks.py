@@ -1,18 +1,16 @@
 """The two seams inside every repository call: the access decision and the audit record.
 
-The access and audit packages provide the real implementations; until they are
-wired in, ``OperatorOnlyPolicy`` lets only operators and phiguard itself in (deny by
-default), and ``NullAuditSink`` / ``ListAuditSink`` stand in for the ledger.
+The access package provides the real policy; until it is wired in,
+``OperatorOnlyPolicy`` lets only operators and phiguard itself in (deny by default).
+The audit side is ``phiguard.audit``: the ledger, or a list in tests.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Connection
+from phiguard.audit.events import AuditEvent, AuditSink, ListAuditSink, NullAuditSink
 
 from .context import AccessContext
 
@@ -47,43 +45,14 @@ class OperatorOnlyPolicy:
         return Decision(False, ("no policy grants this caller access",))
 
 
-@dataclass(frozen=True)
-class AuditEvent:
-    """One structured record of an interaction, allowed or denied. No PHI beyond ids."""
-
-    action: str
-    outcome: str  # success | denied | error
-    principal: str
-    purpose: str
-    request_id: str
-    recorded: dt.datetime
-    resource_type: str | None = None
-    resource_id: str | None = None
-    version: int | None = None
-    patient_ids: tuple[str, ...] = ()
-    break_glass: bool = False
-    source: str = ""
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-class AuditSink(Protocol):
-    def record(self, event: AuditEvent, conn: Connection | None = None) -> None:
-        """Record ``event``; raise ``AuditError`` if it cannot be (the call then fails)."""
-        ...
-
-
-class NullAuditSink:
-    def record(self, event: AuditEvent, conn: Connection | None = None) -> None:
-        return None
-
-
-class ListAuditSink:
-    """Keeps events in memory: for tests and for the in-process monitor."""
-
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-        self._lock = threading.Lock()
-
-    def record(self, event: AuditEvent, conn: Connection | None = None) -> None:
-        with self._lock:
-            self.events.append(event)
+# The audit seam's types live in the audit package; re-exported for the callers here.
+__all__ = [
+    "AccessPolicy",
+    "AccessRequest",
+    "AuditEvent",
+    "AuditSink",
+    "Decision",
+    "ListAuditSink",
+    "NullAuditSink",
+    "OperatorOnlyPolicy",
+]

@@ -108,6 +108,54 @@ import_journal = Table(
     PrimaryKeyConstraint("source", "unit"),
 )
 
+# --- the audit ledger (its own database under SQLite: see docs/ARCHITECTURE.md) ------
+
+# One row per event: the canonical leaf bytes, their RFC 9162 leaf hash and a keyed
+# MAC over (seq, leaf hash), so no entry can be forged or edited without the key.
+audit_entries = Table(
+    "audit_entries",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("recorded", BigInteger, nullable=False),
+    Column("leaf", LargeBinary, nullable=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    Column("mac", LargeBinary(32), nullable=False),
+)
+
+# Perfect-subtree hashes (level >= 1), written as the tree grows: proofs read
+# O(log^2 n) of them instead of the whole log.
+audit_nodes = Table(
+    "audit_nodes",
+    metadata,
+    Column("level", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    PrimaryKeyConstraint("level", "idx"),
+)
+
+# Signed tree heads.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("signed_at", BigInteger, nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+)
+
+# Checkpoint signing keys: public in the clear, private sealed by a keyring data key.
+audit_keys = Table(
+    "audit_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("public", LargeBinary(32), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("dek_version", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False),
+)
+
 # Small settings the database itself must remember (schema facts, install id).
 settings = Table(
     "settings",

@@ -284,3 +284,39 @@ def test_checkpoint_json_round_trip(ledger: Ledger) -> None:
     doc = cp.to_json(ledger.public_key_b64)
     assert doc["size"] == 5 and isinstance(cp, Checkpoint)
     assert decode_leaf(ledger.entry(0)["leaf"])["action"] == "read"
+
+
+def test_standalone_verifier_accepts_real_proofs_and_refuses_forged(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    import base64
+    import subprocess
+    import sys
+
+    fill(ledger, 30)
+    ledger.checkpoint()
+    doc = ledger.proof_document(12)
+    good = tmp_path / "proof.json"
+    good.write_text(json.dumps(doc))
+    # Run the verifier as a copy outside the package: it must need nothing of phiguard.
+    verifier = tmp_path / "verify_proof.py"
+    source = Path(__file__).resolve().parents[2] / "src/phiguard/audit/verify_proof.py"
+    verifier.write_text(source.read_text())
+    run = [sys.executable, "-I", str(verifier)]
+    ok = subprocess.run(
+        [*run, str(good), "--public-key", ledger.public_key_b64], capture_output=True, text=True
+    )
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: entry 12"), ok.stdout + ok.stderr
+    for change in ("leaf", "path", "root", "key"):
+        forged = json.loads(json.dumps(doc))
+        if change == "leaf":
+            forged["leaf"] = base64.b64encode(ledger.entry(13)["leaf"]).decode()
+        elif change == "path":
+            forged["path"][0] = base64.b64encode(b"\x00" * 32).decode()
+        elif change == "root":
+            forged["checkpoint"]["root"] = base64.b64encode(b"\x02" * 32).decode()
+        bad = tmp_path / f"bad-{change}.json"
+        bad.write_text(json.dumps(forged))
+        key = base64.b64encode(b"\x03" * 32).decode() if change == "key" else ledger.public_key_b64
+        res = subprocess.run([*run, str(bad), "--public-key", key], capture_output=True, text=True)
+        assert res.returncode == 1 and "FAILED" in res.stdout, (change, res.stdout)

@@ -417,6 +417,23 @@ class Ledger:
         with self.engine.connect() as conn:
             return merkle.inclusion_path(DbNodes(conn), seq, size)
 
+    def proof_document(self, seq: int) -> dict[str, Any]:
+        """Everything an outsider needs to check that entry ``seq`` is in the ledger:
+        the leaf, its inclusion path and a signed checkpoint that covers it."""
+        if not 0 <= seq < self.size:
+            raise AuditError(f"no ledger entry {seq}")
+        covering = [cp for cp in self.checkpoints() if cp.size > seq]
+        cp = covering[-1] if covering else self.checkpoint()
+        keys = self.public_keys()
+        b64 = base64.b64encode
+        return {
+            "format": "phiguard-inclusion-proof/v1",
+            "seq": seq,
+            "leaf": b64(self.entry(seq)["leaf"]).decode(),
+            "path": [b64(h).decode() for h in self.inclusion_proof(seq, cp.size)],
+            "checkpoint": cp.to_json(b64(keys[cp.key_id]).decode()),
+        }
+
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         with self.engine.connect() as conn:
             return merkle.consistency_path(DbNodes(conn), first, second)

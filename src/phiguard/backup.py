@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
+import tomllib
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from phiguard.crypto.archive import ArchiveWriter, generate_recovery_keypair, re
 from phiguard.errors import BackupError, ConfigError
 from phiguard.store import dump, migrate
 from phiguard.store.engine import make_throwaway_engine
+from phiguard.store.tables import AUDIT_TABLES
 from phiguard.system import System
 
 __all__ = ["BackupError", "create", "generate_recovery_keys", "recovery_passphrase", "restore"]
@@ -93,10 +95,17 @@ def _lines(system: System) -> Iterator[dict[str, Any]]:
             "b64": base64.b64encode(settings.key_file_path.read_bytes()).decode(),
         }
     rows = 0
+    separate = system.ledger.engine is not system.engine
+    main_tables = [t.name for t in dump.tables() if not (separate and t.name in AUDIT_TABLES)]
     with system.engine.connect() as conn, conn.begin():  # one snapshot for every table
-        for table, row in dump.dump(conn):
+        for table, row in dump.dump(conn, main_tables):
             rows += 1
             yield {"t": "row", "table": table, "r": row}
+    if separate:  # the ledger only grows: its copy is taken after the records'
+        with system.ledger.engine.connect() as conn, conn.begin():
+            for table, row in dump.dump(conn, AUDIT_TABLES):
+                rows += 1
+                yield {"t": "row", "table": table, "r": row}
     yield {"t": "end", "rows": rows}
 
 
@@ -169,9 +178,49 @@ def _read_lines(src: IO[bytes], private_pem: bytes, passphrase: str) -> Iterator
         raise BackupError("the backup payload is damaged") from None
 
 
+class _Target:
+    """One database a restore writes into, in one transaction."""
+
+    def __init__(self, url: str, tables: set[str], schema: str | None) -> None:
+        self.engine = make_throwaway_engine(url)
+        migrate.upgrade(self.engine)
+        if schema != migrate.current_revision(self.engine):
+            self.engine.dispose()
+            raise BackupError("the backup's schema differs from this version's")
+        self.conn = self.engine.connect()
+        self.trans = self.conn.begin()
+        self.tables = tables
+        self.pending: dict[str, list[dict[str, Any]]] = {}
+        self.rows = 0
+        if dump.row_count(self.conn, tables) != 0:
+            self.close()
+            raise BackupError("the target database is not empty")
+
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        batch = self.pending.setdefault(table, [])
+        batch.append(row)
+        if len(batch) >= BATCH:
+            self.rows += dump.load(self.conn, table, self.pending.pop(table))
+
+    def flush(self) -> None:
+        for table in [t.name for t in dump.tables(self.tables)]:
+            self.rows += dump.load(self.conn, table, self.pending.pop(table, []))
+
+    def commit(self) -> None:
+        self.trans.commit()
+        self.close()
+
+    def close(self) -> None:
+        if self.trans.is_active:
+            self.trans.rollback()
+        self.conn.close()
+        self.engine.dispose()
+
+
 def restore(
     archive: Path, private_key: Path, passphrase: str, home: Path, *, database_url: str = ""
 ) -> dict[str, Any]:
+    """Restore ``archive`` into a new home; nothing is left behind if anything fails."""
     home = Path(home).resolve()
     if (home / config.CONFIG_NAME).exists():
         raise BackupError(f"{home} is already a phiguard home; restore into a new folder")
@@ -181,72 +230,59 @@ def restore(
         raise BackupError(f"cannot read the recovery private key: {exc.strerror}") from None
     home.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=home.parent))
-    engine = None
+    targets: dict[str, _Target] = {}
+    settings: config.Settings | None = None
+    meta: dict[str, Any] = {}
+    expected = -1
     try:
         with open(archive, "rb") as src:
-            settings: config.Settings | None = None
-            pending: dict[str, list[dict[str, Any]]] = {}
-            rows = expected = 0
-            meta: dict[str, Any] = {}
-            conn_ctx = None
             for line in _read_lines(src, private_pem, passphrase):
                 kind = line.get("t")
                 if kind == "meta":
                     meta = line
                 elif kind == "config":
-                    import tomllib
-
                     settings = config.from_dict(staging, tomllib.loads(line["toml"]))
-                    settings.database_url = database_url or (
-                        "" if settings.database_url.startswith("sqlite") else settings.database_url
-                    )
+                    keep = not settings.database_url.startswith("sqlite")
+                    settings.database_url = database_url or (settings.database_url if keep else "")
+                    if settings.audit_database_url.startswith("sqlite") or database_url:
+                        settings.audit_database_url = ""
+                elif settings is None:
+                    raise BackupError("the backup is out of order")
                 elif kind == "file" and line.get("name") == "keyfile":
-                    if settings is None:
-                        raise BackupError("the backup is out of order")
                     settings.key_file_path.parent.mkdir(parents=True, exist_ok=True)
                     settings.key_file_path.write_bytes(base64.b64decode(line["b64"]))
                     os.chmod(settings.key_file_path, 0o600)
                 elif kind == "row":
-                    if settings is None:
-                        raise BackupError("the backup is out of order")
-                    if engine is None:
-                        url = settings.db_url
-                        engine = make_throwaway_engine(url)
-                        migrate.upgrade(engine)
-                        if meta.get("schema") != migrate.current_revision(engine):
-                            raise BackupError("the backup's schema differs from this version's")
-                        conn_ctx = engine.begin()
-                        conn = conn_ctx.__enter__()
-                        if dump.row_count(conn) != 0:
-                            raise BackupError("the target database is not empty")
-                    pending.setdefault(line["table"], []).append(line["r"])
-                    if len(pending[line["table"]]) >= BATCH:
-                        rows += dump.load(conn, line["table"], pending.pop(line["table"]))
+                    audit = line["table"] in AUDIT_TABLES
+                    url = settings.audit_db_url if audit else settings.db_url
+                    if url not in targets:
+                        names = {t.name for t in dump.tables()}
+                        if settings.audit_db_url != settings.db_url:
+                            names = names & AUDIT_TABLES if audit else names - AUDIT_TABLES
+                        targets[url] = _Target(url, names, meta.get("schema"))
+                    targets[url].add(line["table"], line["r"])
                 elif kind == "end":
                     expected = int(line["rows"])
-            if settings is None or (conn_ctx is None and expected):
-                raise BackupError("the backup holds no data")
-            if conn_ctx is not None:
-                for table in [t.name for t in dump.tables()]:
-                    rows += dump.load(conn, table, pending.pop(table, []))
-                if rows != expected:
-                    conn_ctx.__exit__(BackupError, None, None)
-                    raise BackupError(f"the backup is incomplete ({rows} of {expected} rows)")
-                conn_ctx.__exit__(None, None, None)
+        if settings is None or expected < 0:
+            raise BackupError("the backup holds no data or has no end")
+        for target in targets.values():
+            target.flush()
+        rows = sum(t.rows for t in targets.values())
+        if rows != expected:
+            raise BackupError(f"the backup is incomplete ({rows} of {expected} rows)")
+        for target in targets.values():
+            target.commit()
         (staging / config.CONFIG_NAME).write_text(config.render(settings))
-        if engine is not None:
-            engine.dispose()
-            engine = None
-        _finish(staging, home, settings)
+        _finish(staging, home)
     except BaseException:
-        if engine is not None:
-            engine.dispose()
+        for target in targets.values():
+            target.close()
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return {"rows": rows, "created": meta.get("created")}
 
 
-def _finish(staging: Path, home: Path, settings: config.Settings) -> None:
+def _finish(staging: Path, home: Path) -> None:
     """Move the staged home into place (SQLite files move with it)."""
     if home.exists() and any(home.iterdir()):
         raise BackupError(f"{home} is not empty")
@@ -254,4 +290,3 @@ def _finish(staging: Path, home: Path, settings: config.Settings) -> None:
         home.rmdir()
     os.replace(staging, home)
     os.chmod(home, 0o700)
-    _ = settings

@@ -37,6 +37,7 @@ class Settings:
     mode: str = "production"  # production | demo
     tenant: str = "default"
     database_url: str = ""
+    audit_database_url: str = ""
     key_provider: str = "local-file"  # local-file | pkcs11
     key_file: str = "keys/kek.json"
     passphrase_file: str = ""
@@ -69,6 +70,17 @@ class Settings:
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'phiguard.db'}"
+
+    @property
+    def audit_db_url(self) -> str:
+        """The ledger's database: its own SQLite file beside the main one (SQLite has one
+        writer per file, and the ledger commits while record transactions are open), or
+        the main PostgreSQL database."""
+        if self.audit_database_url:
+            return self.audit_database_url
+        if self.db_url.startswith("sqlite"):
+            return f"sqlite:///{self.home / 'audit.db'}"
+        return self.db_url
 
     @property
     def public_base(self) -> str:

@@ -17,6 +17,9 @@ from pathlib import Path
 from sqlalchemy import Engine, select, update
 
 from phiguard import config
+from phiguard.audit.events import AuditEvent
+from phiguard.audit.ledger import Ledger
+from phiguard.audit.sink import LedgerSink
 from phiguard.clock import Clock, SystemClock
 from phiguard.config import Prompt, Settings
 from phiguard.crypto.keyring import Keyring
@@ -38,9 +41,36 @@ class System:
     keyring: Keyring
     vault: Vault
     clock: Clock
+    ledger: Ledger
 
     def close(self) -> None:
+        self.ledger.close()
+        if self.ledger.engine is not self.engine:
+            self.ledger.engine.dispose()
         self.engine.dispose()
+
+    def record(
+        self,
+        action: str,
+        *,
+        outcome: str = "success",
+        source: str = "cli",
+        principal: str = "system/phiguard",
+        **detail: object,
+    ) -> None:
+        """Record a security event that is not a PHI interaction (keys, backups, ...)."""
+        self.vault.audit.record(
+            AuditEvent(
+                action=action,
+                outcome=outcome,
+                principal=principal,
+                purpose="HOPERAT",
+                request_id=secrets.token_hex(16),
+                recorded=self.clock.now(),
+                source=source,
+                detail=dict(detail),
+            )
+        )
 
 
 def open_provider(settings: Settings, prompt: Prompt | None = None) -> KeyProvider:
@@ -93,8 +123,21 @@ def open_with(
     elif not migrate.is_current(engine):
         raise ConfigError("the database schema is out of date: run 'phiguard init' or migrate")
     keyring = Keyring(engine, provider, settings.tenant, clock=clock)
-    vault = Vault(engine, keyring, tenant=settings.tenant, policy=policy, audit=audit, clock=clock)
-    return System(settings, engine, provider, keyring, vault, clock)
+    if settings.audit_db_url == settings.db_url:
+        ledger_engine = engine
+    else:
+        ledger_engine = make_engine(settings.audit_db_url)
+        migrate.upgrade(ledger_engine)
+    ledger = Ledger(ledger_engine, keyring, clock=clock)
+    vault = Vault(
+        engine,
+        keyring,
+        tenant=settings.tenant,
+        policy=policy,
+        audit=audit or LedgerSink(ledger),
+        clock=clock,
+    )
+    return System(settings, engine, provider, keyring, vault, clock, ledger)
 
 
 def init_home(

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from phiguard.crypto.keyring import RESERVED, patient_compartment
-from phiguard.errors import PhiGuardError
+from phiguard.errors import KeyShreddedError, PhiGuardError
 from phiguard.records.maintenance import rotate_compartment
 
 from .common import HomeOption, console, progress, system
@@ -84,6 +84,15 @@ def rotate_data(
         targets = list(dict.fromkeys(targets))
         if not targets:
             raise PhiGuardError("nothing to rotate: name --patient, --shared, --all or --resume")
+        # Refuse before any work (and before progress bars reach stderr): a shredded
+        # compartment cannot be rotated, and rotating one without a key would create a
+        # stray key for a patient phiguard holds nothing about.
+        known = set(keyring.iter_compartments()) | set(keyring.compartments_in_rotation())
+        for compartment in targets:
+            if keyring.is_shredded(compartment):
+                raise KeyShreddedError(f"the data key of {compartment} was destroyed")
+            if compartment not in known:
+                raise PhiGuardError(f"{compartment} has no data key; nothing was rotated")
         resealed = 0
         with progress() as bar:
             overall = bar.add_task("Compartments", total=len(targets))

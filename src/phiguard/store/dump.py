@@ -15,8 +15,10 @@ from sqlalchemy import Connection, Table, func, select
 from .tables import metadata
 
 
-def tables() -> list[Table]:
-    return list(metadata.sorted_tables)
+def tables(names: Iterable[str] | None = None) -> list[Table]:
+    """Tables in dependency order, optionally only those named."""
+    wanted = set(names) if names is not None else None
+    return [t for t in metadata.sorted_tables if wanted is None or t.name in wanted]
 
 
 def encode(row: dict[str, Any]) -> dict[str, Any]:
@@ -33,8 +35,10 @@ def decode(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def dump(conn: Connection) -> Iterator[tuple[str, dict[str, Any]]]:
-    for table in tables():
+def dump(
+    conn: Connection, names: Iterable[str] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    for table in tables(names):
         pk = list(table.primary_key.columns)
         for row in conn.execute(select(table).order_by(*pk)).mappings():
             yield table.name, encode(dict(row))
@@ -48,7 +52,7 @@ def load(conn: Connection, table_name: str, rows: Iterable[dict[str, Any]]) -> i
     return len(batch)
 
 
-def row_count(conn: Connection) -> int:
+def row_count(conn: Connection, names: Iterable[str] | None = None) -> int:
     return sum(
         int(conn.execute(select(func.count()).select_from(t)).scalar_one()) for t in tables()
     )

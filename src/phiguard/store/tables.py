@@ -163,3 +163,7 @@ settings = Table(
     Column("key", String(128), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+
+# The ledger's tables: under SQLite they live in their own database file.
+AUDIT_TABLES = frozenset({"audit_entries", "audit_nodes", "audit_checkpoints", "audit_keys"})

@@ -41,9 +41,7 @@ def _populate(system: System) -> dict[str, str]:
         }
     )
     pid = patient.id
-    repo.update(
-        "Patient", pid, {**(patient.resource or {}), "gender": "other"}, if_match=1
-    )
+    repo.update("Patient", pid, {**(patient.resource or {}), "gender": "other"}, if_match=1)
     obs = repo.create(
         {
             "resourceType": "Observation",

@@ -152,7 +152,9 @@ def start_postgres() -> PostgresServer:
             "/usr/lib/postgresql/*/bin or on PATH; Debian: apt-get install postgresql)"
         )
     user = _run_as()
-    root = Path(tempfile.mkdtemp(prefix="phiguard-pg-"))
+    # As root, $TMPDIR may sit under a directory the server's account cannot enter.
+    parent = "/tmp" if user is not None and os.path.isdir("/tmp") else None
+    root = Path(tempfile.mkdtemp(prefix="phiguard-pg-", dir=parent))
     (root / "sock").mkdir()
     if user is not None:
         for path in (root, root / "sock"):

@@ -24,6 +24,7 @@ from phiguard.records.validation import known_type
 from .bundles import BundleProcessor, EntryFailed
 from .capability import capability_statement
 from .outcome import FHIR_JSON, ApiError, FhirResponse, outcome, status_for
+from .paging import PageStore
 
 T = TypeVar("T")
 router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
@@ -104,9 +105,16 @@ def _resource_response(
 
 
 def _search_bundle(
-    base: str, rtype: str, items: list[tuple[str, str]], result: SearchResult
+    base: str,
+    rtype: str,
+    items: list[tuple[str, str]],
+    result: SearchResult,
+    pages_key: str | None = None,
 ) -> dict[str, Any]:
-    plain = [(k, v) for k, v in items if k not in ("_offset",)]
+    if pages_key is not None:  # a POSTed search: links name the continuation only
+        plain = [("_getpages", pages_key), ("_count", str(result.count))]
+    else:
+        plain = [(k, v) for k, v in items if k not in ("_offset",)]
     # _summary=count asks for the total only: no entries, and no paging links, which
     # would lead a client that follows ``next`` through pages that are all empty.
     summary = ("_summary", "count") in items
@@ -207,8 +215,14 @@ async def search(request: Request, rtype: str) -> FhirResponse:
     _check_type_path(rtype)
     repo = await _repo(request)
     items = list(request.query_params.multi_items())
+    pages_key = request.query_params.get("_getpages")
+    if pages_key is not None:
+        pages: PageStore = request.app.state.pages
+        stored = pages.get(pages_key, repo.ctx.principal.reference, rtype)
+        overrides = [(k, v) for k, v in items if k in ("_offset", "_count")]
+        items = [*[(k, v) for k, v in stored if k != "_count"], *overrides]
     result = await _call(repo.search, rtype, items)
-    return FhirResponse(_search_bundle(_base(request), rtype, items, result))
+    return FhirResponse(_search_bundle(_base(request), rtype, items, result, pages_key))
 
 
 @router.post(
@@ -229,7 +243,9 @@ async def search_post(request: Request, rtype: str) -> FhirResponse:
         raise ApiError(400, "structure", "the form body is not valid UTF-8") from None
     items = [*request.query_params.multi_items(), *form]
     result = await _call(repo.search, rtype, items)
-    return FhirResponse(_search_bundle(_base(request), rtype, items, result))
+    pages: PageStore = request.app.state.pages
+    key = pages.put(repo.ctx.principal.reference, rtype, items)
+    return FhirResponse(_search_bundle(_base(request), rtype, items, result, key))
 
 
 @router.post("/{rtype}", summary="Create")

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from phiguard.errors import InvalidResource
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_ELEMENT = re.compile(r"^(?:[a-z][A-Za-z0-9]{0,63}|[0-9]{1,6})$")
 
 
 @cache
@@ -59,8 +60,16 @@ def validate(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
     except ValidationError as exc:
         issues = []
         for err in exc.errors(include_input=False, include_url=False, include_context=False):
-            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
-            issues.append(f"{rtype}.{loc}: {err.get('msg', 'invalid')}" if loc else err["msg"])
+            parts = [str(p) for p in err.get("loc", ()) if p != "__root__"]
+            if err.get("type") == "extra_forbidden" and parts:
+                # The unknown key is client text (it could be anything, PHI included):
+                # name only where it sits.
+                parts, msg = parts[:-1], "has an element FHIR does not define"
+            else:
+                msg = str(err.get("msg", "invalid"))
+            parts = [p if _ELEMENT.match(p) else "?" for p in parts]
+            loc = ".".join(parts)
+            issues.append(f"{rtype}.{loc}: {msg}" if loc else f"{rtype}: {msg}")
         raise InvalidResource(f"{rtype} failed validation", issues[:20]) from None
     except (ValueError, TypeError) as exc:  # validators that raise outside pydantic
         raise InvalidResource(f"{rtype} failed validation: {type(exc).__name__}") from None

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from phiguard import __version__
 from phiguard.errors import AuthenticationError, PhiGuardError
 from phiguard.fhir.outcome import ApiError, FhirResponse, error_response, outcome
+from phiguard.fhir.paging import PageStore
 from phiguard.fhir.routes import router as fhir_router
 from phiguard.records.context import AccessContext
 from phiguard.system import System, authenticate_api_token
@@ -79,6 +80,7 @@ def create_app(
     app.state.system = system
     app.state.authenticate = authenticate or bearer_authenticator(system)
     app.state.max_body_bytes = system.settings.max_body_bytes
+    app.state.pages = PageStore()
     app.state.base_url = system.settings.base_url.rstrip("/")
     tls = bool(system.settings.tls_cert)
     logger = logs.configure(system.settings.log_path)

@@ -228,3 +228,28 @@ def test_a_failing_audit_sink_fails_the_call(vault: Vault) -> None:
     with pytest.raises(Exception, match="audit"):
         broken.repository(_system()).create(patient(family="Unaudited"))
     assert vault.repository(_system()).search("Patient", [("family", "unaudited")]).total == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("gt1990-02-10", {"year", "month", "day"}),
+        ("lt1990-06", {"year", "month", "day"}),
+        ("le1990-02-14", {"year", "month", "day"}),
+        ("ge1990-03", {"year"}),
+        ("1990-02", {"month", "day"}),
+        ("1990", {"year", "month", "day"}),
+        ("ge1991", set()),
+        ("lt1990-01-01", set()),
+    ],
+)
+def test_partial_dates_overlap_range_searches(
+    repo: Repository, query: str, expected: set[str]
+) -> None:
+    """A birth date known only to the year or month matches the ranges it overlaps."""
+    for tag, born in (("year", "1990"), ("month", "1990-02"), ("day", "1990-02-14")):
+        repo.create(patient(family=f"Partial{tag}", birthDate=born))
+    found = repo.search("Patient", [("birthdate", query)])
+    tags = {e.resource["name"][0]["family"].removeprefix("Partial") for e in found.entries}  # type: ignore[index]
+    assert tags == expected
+    assert found.total == len(expected)

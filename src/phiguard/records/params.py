@@ -156,10 +156,17 @@ def params_for(resource_type: str) -> dict[str, Param]:
 
 
 def date_tokens(value: str) -> Iterator[str]:
-    """Year, year-month and day tokens of a FHIR date or dateTime (as written)."""
+    """Year, year-month and day tokens of a FHIR date or dateTime (as written).
+
+    A date known only to the year or month also gets a ``~`` marker token, so a
+    range search whose edge cuts through that year or month can find it and re-check
+    it (``birthDate: 1990`` overlaps ``gt1990-02-10``).
+    """
     if len(value) >= 4 and value[:4].isdigit():
         yield value[:4]
     if len(value) >= 7:
         yield value[:7]
     if len(value) >= 10:
         yield value[:10]
+    if len(value) in (4, 7):
+        yield "~" + value

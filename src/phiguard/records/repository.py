@@ -738,6 +738,7 @@ class Repository:
                     else matched[search_plan.offset : search_plan.offset + search_plan.count]
                 )
             else:
+                heads = self._recheck(conn, rtype, heads, search_plan)
                 total = len(heads)
                 window = (
                     []
@@ -760,6 +761,37 @@ class Repository:
                 },
             )
         return SearchResult(total, search_plan.offset, search_plan.count, page)
+
+    def _recheck(
+        self, conn: Connection, rtype: str, heads: list[Any], search_plan: SearchPlan
+    ) -> list[Any]:
+        """Decrypt and re-check only the candidates that matched a marker token (dates
+        stored with year or month precision at the edge of a searched range)."""
+        rechecks = [tf for tf in search_plan.token_filters if tf.recheck and tf.check]
+        if not rechecks or not heads:
+            return heads
+        st = search_tokens.c
+        dropped: set[str] = set()
+        by_rid = {h.rid: h for h in heads}
+        for tf in rechecks:
+            key = f"{rtype}.{tf.param.name}"
+            tokens = [self.vault.indexer.token(key, v) for v in tf.recheck]
+            suspects = {
+                r.rid
+                for r in conn.execute(
+                    select(st.rid).where(
+                        st.tenant == self.tenant,
+                        st.rtype == rtype,
+                        st.param == tf.param.name,
+                        st.token.in_(tokens),
+                    )
+                )
+            }
+            for rid in suspects & by_rid.keys():
+                opened = self._open_head(conn, by_rid[rid])
+                if opened.resource is None or not tf.check(opened.resource):  # type: ignore[misc]
+                    dropped.add(rid)
+        return [h for h in heads if h.rid not in dropped]
 
     def _open_head(self, conn: Connection, head: Any) -> StoredResource:
         row = conn.execute(
@@ -814,7 +846,8 @@ class Repository:
             .where(and_(*conds))
             .order_by(*order_by)
         )
-        if not search_plan.post_filters and search_plan.summary_count:
+        rechecking = any(tf.recheck for tf in search_plan.token_filters)
+        if not search_plan.post_filters and search_plan.summary_count and not rechecking:
             total = int(
                 conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
             )

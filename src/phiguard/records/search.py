@@ -149,6 +149,9 @@ class TokenFilter:
 
     param: Param
     values: list[str]
+    # Marker values whose matches must be decrypted and re-checked with ``check``.
+    recheck: list[str] = field(default_factory=list)
+    check: Callable[[dict[str, Any]], bool] | None = None
 
 
 @dataclass
@@ -266,10 +269,32 @@ def _plan_date(result: SearchPlan, param: Param, values: list[str]) -> None:
                 if prefix not in ("gt", "ge", "sa")
                 else CEILING
             )
-            result.token_filters.append(TokenFilter(param, list(date_cover(lo, hi))))
+            markers = partial_markers(lo, hi)
+            result.token_filters.append(TokenFilter(param, [*date_cover(lo, hi), *markers]))
         result.post_filters.append(_date_post_filter(param, prefix, search))
         return
     cover = list(date_cover(*days))
     if not cover:
         cover = ["0000-00-00"]  # an empty range matches nothing
-    result.token_filters.append(TokenFilter(param, cover))
+    markers = partial_markers(*days)
+    result.token_filters.append(
+        TokenFilter(param, [*cover, *markers], markers, _date_post_filter(param, prefix, search))
+    )
+
+
+def partial_markers(lo: dt.date, hi: dt.date) -> list[str]:
+    """Markers of the years and months that the days [lo, hi) cut through: dates
+    stored with only that precision may match and must be re-checked."""
+    if lo >= hi:
+        return []
+    last = hi - dt.timedelta(days=1)
+    out: list[str] = []
+    for year in sorted({lo.year, last.year}):
+        if not (dt.date(year, 1, 1) >= lo and dt.date(year + 1, 1, 1) <= hi):
+            out.append(f"~{year:04d}")
+    for year, month in sorted({(lo.year, lo.month), (last.year, last.month)}):
+        first = dt.date(year, month, 1)
+        after = dt.date(year + (month == 12), month % 12 + 1, 1)
+        if not (first >= lo and after <= hi):
+            out.append(f"~{year:04d}-{month:02d}")
+    return out

@@ -12,6 +12,7 @@ import typer
 
 from phiguard.errors import PhiGuardError
 
+from . import audit as audit_cmd
 from . import backup as backup_cmd
 from . import data, home, patient
 from . import keys as keys_cmd
@@ -28,6 +29,7 @@ data.register(app)
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(backup_cmd.app, name="backup")
 app.add_typer(patient.app, name="patient")
+app.add_typer(audit_cmd.app, name="audit")
 
 
 def main() -> None:

@@ -46,6 +46,12 @@ def create(
                 "no recovery public key: pass --recovery-key or set recovery_public_key"
             )
         manifest = backups.create(sys_, out, pub, progress=lambda n: None)
+        sys_.record(
+            "backup-create",
+            archive=str(out),
+            rows=manifest["rows"],
+            recipient=manifest["recipient"],
+        )
     console.print(
         f"Backup written to {out}: {manifest['rows']} rows in "
         f"{len(manifest['tables'])} tables, encrypted to {manifest['recipient']}."

@@ -44,6 +44,7 @@ def rotate(home: HomeOption = None) -> None:
     """Create a new KEK version: new data keys are wrapped by it (then run rewrap)."""
     with system(home) as sys_:
         version = sys_.provider.rotate()
+        sys_.record("kek-rotate", kek_version=version, provider=sys_.provider.name)
     console.print(f"KEK version {version} created and now wraps new data keys.")
     console.print("Run 'phiguard keys rewrap' to move existing data keys to it.")
 
@@ -55,6 +56,7 @@ def rewrap(home: HomeOption = None) -> None:
         task = bar.add_task("Rewrapping data keys", total=None)
         done = sys_.keyring.rewrap(progress=lambda d, t: bar.update(task, completed=d, total=t))
         bar.update(task, completed=done, total=max(done, 1))
+        sys_.record("kek-rewrap", keys=done, kek_version=sys_.provider.current_version())
     console.print(f"Rewrapped {done} data keys under KEK v{sys_.provider.current_version()}.")
 
 
@@ -106,4 +108,5 @@ def rotate_data(
                 )
                 resealed += result.resealed
                 bar.advance(overall)
+        sys_.record("dek-rotate", compartments=len(targets), resealed=resealed)
     console.print(f"Rotated {len(targets)} compartment(s); re-sealed {resealed} record versions.")

@@ -320,3 +320,28 @@ def test_standalone_verifier_accepts_real_proofs_and_refuses_forged(
         key = base64.b64encode(b"\x03" * 32).decode() if change == "key" else ledger.public_key_b64
         res = subprocess.run([*run, str(bad), "--public-key", key], capture_output=True, text=True)
         assert res.returncode == 1 and "FAILED" in res.stdout, (change, res.stdout)
+
+
+@pytest.mark.parametrize("kind", ["clean", "edit-left", "edit-right", "delete-left", "truncate"])
+def test_the_two_process_verification_finds_the_same(
+    ledger: Ledger, ledger_path: Path, kind: str
+) -> None:
+    """The verifier splits big logs at the RFC 9162 split point over two processes."""
+    for start in range(0, 100, 20):
+        fill(ledger, 20, start)
+    ledger.checkpoint()
+    ledger.engine.dispose()
+    # 100 entries: the split is at 64.
+    statements = {
+        "edit-left": "UPDATE audit_entries SET leaf = CAST(leaf || x'00' AS BLOB) WHERE seq = 10",
+        "edit-right": "UPDATE audit_entries SET leaf = leaf || x'00' WHERE seq = 70",
+        "delete-left": "DELETE FROM audit_entries WHERE seq = 63",
+        "truncate": "DELETE FROM audit_entries WHERE seq >= 90",
+    }
+    if kind in statements:
+        sql(ledger_path, statements[kind])
+    serial = verify(ledger, workers=1)
+    parallel = verify(ledger, workers=2, parallel_min=1)
+    assert [f.message for f in parallel.findings] == [f.message for f in serial.findings]
+    assert parallel.ok == (kind == "clean")
+    assert parallel.entries == serial.entries

@@ -17,22 +17,24 @@ Checks, in one pass over the entries in sequence order:
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
+import multiprocessing
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
-
 from phiguard.crypto.signing import verify as verify_signature
-from phiguard.store.tables import audit_entries
+from phiguard.errors import AuditError
+from phiguard.store.engine import make_throwaway_engine
 
 from . import merkle
-from .ledger import DbNodes, Ledger, checkpoint_message, leaf_seq
+from .ledger import DbNodes, Ledger, Planner, checkpoint_message
 
 BATCH = 20_000
+PARALLEL_MIN = 200_000  # below this, a second process costs more than it saves
 
 
 @dataclass
@@ -72,6 +74,8 @@ def verify(
     witness: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     limit_findings: int = 20,
+    workers: int = 2,
+    parallel_min: int = PARALLEL_MIN,
 ) -> VerifyReport:
     report = VerifyReport()
     checkpoints = ledger.checkpoints()
@@ -88,94 +92,197 @@ def verify(
             )
     total = ledger.size
     mac_key = ledger._mac_key
-    frontier: dict[int, bytes] = {}
-    expected = 0
-    broken = False
-    roots: dict[int, bytes] = {}
 
     def add(finding: Finding) -> None:
         if len(report.findings) < limit_findings:
             report.findings.append(finding)
 
-    with ledger.engine.connect() as conn:
-        stmt = select(
-            audit_entries.c.seq,
-            audit_entries.c.leaf,
-            audit_entries.c.leaf_hash,
-            audit_entries.c.mac,
-        ).order_by(audit_entries.c.seq)
-        result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(stmt)
-        for seq, leaf, stored_hash, mac in result:
-            if seq != expected:
-                add(
-                    Finding("gap", f"entries {expected}..{seq - 1} are missing (deleted)", expected)
+    url = ledger.engine.url.render_as_string(hide_password=False)
+    k = merkle.split(total) if total >= 2 else total
+    if workers > 1 and total >= parallel_min and not url.startswith("sqlite:///:memory:"):
+        # Two halves at the RFC 9162 split: MTH(0..s) = H(MTH(0..k), MTH(k..s)) for
+        # every size s in (k, n], so each half is scanned on its own core.
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(2) as pool:
+            left_async = pool.apply_async(_scan, (url, 0, k, mac_key, capture, limit_findings))
+            right_async = pool.apply_async(_scan, (url, k, None, mac_key, capture, limit_findings))
+            left, right = left_async.get(), right_async.get()
+        scans = [left, right]
+        roots = dict(left.roots)
+        left_root = left.roots.get(k)
+        if left_root is not None and not left.broken and left.end == k:
+            for size, part in right.roots.items():
+                roots[size] = merkle.node_hash(left_root, part)
+        expected = right.end if right.end > k or left.end == k else left.end
+        if left.end != k and right.count:
+            add(Finding("gap", f"entries {left.end}..{k - 1} are missing (deleted)", left.end))
+    else:
+        only = _scan(url, 0, None, mac_key, capture, limit_findings, progress, total)
+        scans = [only]
+        roots = dict(only.roots)
+        expected = only.end
+    for scan in scans:
+        for f in scan.findings:
+            add(f)
+    report.entries = expected
+
+    for cp in checkpoints:
+        if cp.size > expected:
+            add(
+                Finding(
+                    "truncation",
+                    f"the log has {expected} entries but was signed at size {cp.size} (truncated)",
+                    expected,
                 )
-                # Carry on to report further damage; the tree past a gap is unknowable.
-                expected, broken = seq, True
-            leaf = bytes(leaf)
-            lh = merkle.leaf_hash(leaf)
-            if leaf_seq(leaf) != seq:
-                add(
-                    Finding(
-                        "order",
-                        f"entry {seq} holds the content of entry "
-                        f"{leaf_seq(leaf)} (moved or swapped)",
-                        seq,
-                    )
+            )
+        elif roots.get(cp.size) != cp.root:
+            add(
+                Finding(
+                    "root",
+                    f"entries before {cp.size} differ from those signed in the "
+                    f"checkpoint at size {cp.size}",
+                    None,
                 )
-            if lh != bytes(stored_hash):
-                add(Finding("content", f"entry {seq} does not match its hash (edited)", seq))
-            good_mac = hmac.digest(mac_key, struct.pack(">Q", seq) + lh, "sha256")
-            if not hmac.compare_digest(good_mac, bytes(mac)):
-                add(Finding("mac", f"entry {seq} fails its MAC (forged or edited)", seq))
-            if not broken:
-                carry, level, size = lh, 0, expected
-                while size >> level & 1:
-                    carry = merkle.node_hash(frontier.pop(level), carry)
-                    level += 1
-                frontier[level] = carry
-            expected += 1
-            if expected in capture and not broken:
-                roots[expected] = _fold(frontier)
-            if progress and expected % BATCH == 0:
-                progress(expected, total)
-        report.entries = expected
-        nodes = DbNodes(conn)
-        for cp in checkpoints:
-            if cp.size > expected:
-                add(
-                    Finding(
-                        "truncation",
-                        f"the log has {expected} entries but was signed at "
-                        f"size {cp.size} (truncated)",
-                        expected,
-                    )
+            )
+    # Stored subtree nodes are a cache for proofs: a damaged one makes proofs fail
+    # their check, it cannot make a false one pass.  The newest checkpoint's root is
+    # recomputed from them to catch damage early.
+    newest = checkpoints[-1] if checkpoints else None
+    if newest is not None and newest.size <= expected and roots.get(newest.size) == newest.root:
+        planner = Planner()
+        merkle.root(planner, newest.size)
+        with ledger.engine.connect() as conn:
+            nodes = DbNodes(conn)
+            try:
+                nodes.prefetch(planner.wanted)
+                stored_root = merkle.root(nodes, newest.size)
+            except AuditError:
+                stored_root = b""
+        if stored_root != newest.root:
+            add(
+                Finding(
+                    "nodes",
+                    f"stored tree nodes disagree with the checkpoint at size "
+                    f"{newest.size}: proofs from them would fail",
+                    None,
                 )
-                continue
-            if roots.get(cp.size) != cp.root:
-                add(
-                    Finding(
-                        "root",
-                        f"entries before {cp.size} differ from those signed in the "
-                        f"checkpoint at size {cp.size}",
-                        None,
-                    )
-                )
-            elif merkle.root(nodes, cp.size) != cp.root:
-                add(
-                    Finding(
-                        "nodes",
-                        f"stored tree nodes disagree with the checkpoint at size "
-                        f"{cp.size}: proofs from them would be wrong",
-                        None,
-                    )
-                )
-        for doc in witnessed:
-            report.witnessed += 1
-            _check_witness(doc, expected, roots, add)
+            )
+    for doc in witnessed:
+        report.witnessed += 1
+        _check_witness(doc, expected, roots, add)
     if progress:
         progress(expected, total)
     return report
+
+
+@dataclass
+class _Scan:
+    end: int = 0  # one past the last sequence number seen
+    count: int = 0
+    broken: bool = False
+    roots: dict[int, bytes] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+
+def _scan(
+    url: str,
+    start: int,
+    stop: int | None,
+    mac_key: bytes,
+    capture: set[int],
+    limit: int,
+    progress: Callable[[int, int], None] | None = None,
+    total: int = 0,
+) -> _Scan:
+    """Check entries [start, stop): position, leaf hash, MAC; fold the tree of the range
+    and keep its root at every size in ``capture`` (sizes counted from 0)."""
+    out = _Scan(end=start)
+    engine = make_throwaway_engine(url)
+    sha256, blake2b, pack, compare = (
+        hashlib.sha256,
+        hashlib.blake2b,
+        struct.Struct(">Q").pack,
+        hmac.compare_digest,
+    )
+    unpack_seq = struct.Struct(">Q").unpack_from
+    frontier: dict[int, bytes] = {}
+    expected = start
+    sql = "SELECT seq, leaf, leaf_hash, mac FROM audit_entries WHERE seq >= ?"
+    params: tuple[int, ...] = (start,)
+    if stop is not None:
+        sql += " AND seq < ?"
+        params = (start, stop)
+    sql += " ORDER BY seq"
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.paramstyle != "qmark":
+                sql = sql.replace("?", "%s")
+            cursor = conn.exec_driver_sql(sql, params).cursor
+            assert cursor is not None
+            while True:
+                rows = cursor.fetchmany(BATCH)
+                if not rows:
+                    break
+                for seq, leaf, stored_hash, mac in rows:
+                    if seq != expected:
+                        if len(out.findings) < limit:
+                            out.findings.append(
+                                Finding(
+                                    "gap",
+                                    f"entries {expected}..{seq - 1} are missing (deleted)",
+                                    expected,
+                                )
+                            )
+                        expected, out.broken = seq, True
+                    # A tampered row may not even hold bytes any more.
+                    leaf = leaf.encode() if isinstance(leaf, str) else bytes(leaf)
+                    lh = sha256(b"\x00" + leaf).digest()
+                    claimed = unpack_seq(leaf, 4)[0] if leaf[:4] == b"PGL1" else -1
+                    bad = []
+                    if claimed != seq:
+                        bad.append(
+                            Finding(
+                                "order",
+                                f"entry {seq} holds the content of entry "
+                                f"{claimed} (moved or swapped)",
+                                seq,
+                            )
+                        )
+                    if lh != _blob(stored_hash):
+                        bad.append(
+                            Finding("content", f"entry {seq} does not match its hash (edited)", seq)
+                        )
+                    good = blake2b(pack(seq) + lh, key=mac_key, digest_size=32).digest()
+                    if not compare(good, _blob(mac)):
+                        bad.append(
+                            Finding("mac", f"entry {seq} fails its MAC (forged or edited)", seq)
+                        )
+                    if bad and len(out.findings) < limit:
+                        out.findings.extend(bad[: limit - len(out.findings)])
+                    if not out.broken:
+                        carry, level, size = lh, 0, expected - start
+                        while size >> level & 1:
+                            carry = sha256(b"\x01" + frontier.pop(level) + carry).digest()
+                            level += 1
+                        frontier[level] = carry
+                    expected += 1
+                    out.count += 1
+                    if expected in capture and not out.broken:
+                        out.roots[expected] = _fold(frontier)
+                if progress:
+                    progress(expected, total)
+    finally:
+        engine.dispose()
+    out.end = expected
+    if stop is not None and not out.broken:
+        out.roots[expected] = _fold(frontier)
+    return out
+
+
+def _blob(value: object) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(value) if isinstance(value, bytes | bytearray | memoryview) else b""
 
 
 def _fold(frontier: dict[int, bytes]) -> bytes:

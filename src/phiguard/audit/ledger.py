@@ -44,6 +44,7 @@ _SQL_ENTRY = (
     "INSERT INTO audit_entries (seq, recorded, leaf, leaf_hash, mac) VALUES (?, ?, ?, ?, ?)"
 )
 _SQL_NODE = "INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)"
+_SQL_PATIENT = "INSERT INTO audit_patients (patient, seq, recorded) VALUES (?, ?, ?)"
 
 
 def _executemany(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
@@ -403,7 +404,10 @@ class Ledger:
     def _write(self, batch: list[_Waiter]) -> list[int]:
         with self._lock:
             size, frontier = self._size, dict(self._frontier)
-        entries, nodes, seqs = [], [], []
+        entries: list[tuple[Any, ...]] = []
+        nodes: list[tuple[Any, ...]] = []
+        patients: list[tuple[Any, ...]] = []
+        seqs: list[int] = []
         sealer, mac_key, leaf_hash, node_hash = (
             self._sealer,
             self._mac_key,
@@ -415,7 +419,9 @@ class Ledger:
             leaf = encode_leaf(w.event, seq, sealer)
             lh = leaf_hash(leaf)
             mac = entry_mac(mac_key, seq, lh)
-            entries.append((seq, now_us(w.event.recorded), leaf, lh, mac))
+            recorded = now_us(w.event.recorded)
+            entries.append((seq, recorded, leaf, lh, mac))
+            patients.extend((p, seq, recorded) for p in dict.fromkeys(w.event.patient_ids))
             carry, level = lh, 0
             while size >> level & 1:
                 carry = node_hash(frontier.pop(level), carry)
@@ -431,6 +437,7 @@ class Ledger:
         with self.engine.begin() as conn:
             _executemany(conn, _SQL_ENTRY, entries)
             _executemany(conn, _SQL_NODE, nodes)
+            _executemany(conn, _SQL_PATIENT, patients)
             if due:
                 checkpoint = self._sign(size, _root_from_frontier(frontier, size))
                 conn.execute(

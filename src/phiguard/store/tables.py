@@ -120,6 +120,7 @@ audit_entries = Table(
     Column("leaf", LargeBinary, nullable=False),
     Column("leaf_hash", LargeBinary(32), nullable=False),
     Column("mac", LargeBinary(32), nullable=False),
+    Index("ix_audit_entries_recorded", "recorded"),
 )
 
 # Perfect-subtree hashes (level >= 1), written as the tree grows: proofs read
@@ -131,6 +132,17 @@ audit_nodes = Table(
     Column("idx", BigInteger, nullable=False),
     Column("hash", LargeBinary(32), nullable=False),
     PrimaryKeyConstraint("level", "idx"),
+)
+
+# Which entries name which patient, for the access report and AuditEvent search.
+# Derived from the entries (rebuildable), so it is not part of the tree.
+audit_patients = Table(
+    "audit_patients",
+    metadata,
+    Column("patient", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("recorded", BigInteger, nullable=False),
+    PrimaryKeyConstraint("patient", "seq"),
 )
 
 # Signed tree heads.
@@ -166,4 +178,6 @@ settings = Table(
 
 
 # The ledger's tables: under SQLite they live in their own database file.
-AUDIT_TABLES = frozenset({"audit_entries", "audit_nodes", "audit_checkpoints", "audit_keys"})
+AUDIT_TABLES = frozenset(
+    {"audit_entries", "audit_nodes", "audit_patients", "audit_checkpoints", "audit_keys"}
+)

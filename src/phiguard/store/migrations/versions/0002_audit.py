@@ -32,6 +32,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("level", "idx"),
     )
     op.create_table(
+        "audit_patients",
+        sa.Column("patient", sa.String(64), nullable=False),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+        sa.Column("recorded", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("patient", "seq"),
+    )
+    op.create_index("ix_audit_entries_recorded", "audit_entries", ["recorded"])
+    op.create_table(
         "audit_checkpoints",
         sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("root", sa.LargeBinary(32), nullable=False),
@@ -51,5 +59,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name in ("audit_keys", "audit_checkpoints", "audit_nodes", "audit_entries"):
+    for name in (
+        "audit_keys",
+        "audit_checkpoints",
+        "audit_patients",
+        "audit_nodes",
+        "audit_entries",
+    ):
         op.drop_table(name)

@@ -56,6 +56,8 @@ class System:
         outcome: str = "success",
         source: str = "cli",
         principal: str = "system/phiguard",
+        purpose: str = "HOPERAT",
+        patient_ids: tuple[str, ...] = (),
         **detail: object,
     ) -> None:
         """Record a security event that is not a PHI interaction (keys, backups, ...)."""
@@ -64,10 +66,11 @@ class System:
                 action=action,
                 outcome=outcome,
                 principal=principal,
-                purpose="HOPERAT",
+                purpose=purpose,
                 request_id=secrets.token_hex(16),
                 recorded=self.clock.now(),
                 source=source,
+                patient_ids=patient_ids,
                 detail=dict(detail),
             )
         )

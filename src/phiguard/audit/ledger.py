@@ -34,7 +34,13 @@ from phiguard.crypto.keyring import AUDIT_COMPARTMENT, Keyring
 from phiguard.crypto.signing import SigningKey
 from phiguard.errors import AuditError
 from phiguard.store.engine import from_us, now_us
-from phiguard.store.tables import audit_checkpoints, audit_entries, audit_keys, audit_nodes
+from phiguard.store.tables import (
+    audit_checkpoints,
+    audit_entries,
+    audit_keys,
+    audit_nodes,
+    audit_patients,
+)
 
 from . import merkle
 from .events import AuditEvent
@@ -558,6 +564,42 @@ class Ledger:
         with self.engine.connect() as conn:
             for row in conn.execution_options(stream_results=True, yield_per=5000).execute(stmt):
                 yield decode_leaf(bytes(row.leaf), self._sealer)
+
+    def search(
+        self,
+        *,
+        patient: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        who: str | None = None,
+        offset: int = 0,
+        count: int = 50,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """(total, decoded entries) for a patient and/or a period, oldest first."""
+        e = audit_entries.c
+        if patient is not None:
+            p = audit_patients.c
+            stmt = (
+                select(e.seq, e.leaf)
+                .join(audit_patients, p.seq == e.seq)
+                .where(p.patient == patient)
+            )
+            if since_us is not None:
+                stmt = stmt.where(p.recorded >= since_us)
+            if until_us is not None:
+                stmt = stmt.where(p.recorded < until_us)
+        else:
+            stmt = select(e.seq, e.leaf)
+            if since_us is not None:
+                stmt = stmt.where(e.recorded >= since_us)
+            if until_us is not None:
+                stmt = stmt.where(e.recorded < until_us)
+        with self.engine.connect() as conn:
+            rows = [(int(r.seq), bytes(r.leaf)) for r in conn.execute(stmt.order_by(e.seq))]
+        docs = [decode_leaf(leaf, self._sealer) for _seq, leaf in rows]
+        if who is not None:
+            docs = [d for d in docs if d.get("who") == who]
+        return len(docs), docs[offset : offset + count]
 
     def retire_signing_key(self) -> str:
         """Start signing with a fresh key (old checkpoints keep verifying with theirs)."""

@@ -6,6 +6,7 @@ Every command turns a phiguard error into one plain line on stderr and exit code
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -41,3 +42,12 @@ def main() -> None:
     except KeyboardInterrupt:
         print("phiguard: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:  # an unexpected failure: one line, no traceback, no data
+        if os.environ.get("PHIGUARD_DEBUG") == "1":
+            raise
+        print(
+            f"phiguard: internal error ({type(exc).__name__}); "
+            f"set PHIGUARD_DEBUG=1 to see the traceback",
+            file=sys.stderr,
+        )
+        sys.exit(70)

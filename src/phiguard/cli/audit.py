@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import typer
 from rich.table import Table
 
 from phiguard.audit import export as exports
+from phiguard.audit import reports
 from phiguard.audit.verify import verify as verify_ledger
 from phiguard.errors import AuditError
 
@@ -124,3 +126,73 @@ def export_(
             cursor.write_text(f"{end}\n")
         sys_.record("audit-export", format=fmt, first=start, count=n)
     print(f"exported {n} events ({start}..{end - 1}); next cursor {end}", file=sys.stderr)
+
+
+def _date(value: str, name: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise AuditError(f"{name} must be a date like 2026-01-31") from None
+
+
+@app.command()
+def report(
+    patient: Annotated[str, typer.Option(help="the Patient resource id")],
+    from_: Annotated[str, typer.Option("--from", help="first day (YYYY-MM-DD)")],
+    to: Annotated[str, typer.Option(help="last day (YYYY-MM-DD)")],
+    home: HomeOption = None,
+    fmt: Annotated[str, typer.Option("--format", help="html, pdf or json")] = "html",
+    out: Annotated[Path | None, typer.Option(help="file to write (default stdout)")] = None,
+) -> None:
+    """The patient's access report: who looked at the record, and disclosures."""
+    if fmt not in ("html", "pdf", "json"):
+        raise AuditError("--format must be html, pdf or json")
+    since, until = _date(from_, "--from"), _date(to, "--to")
+    if until < since:
+        raise AuditError("--to is before --from")
+    if fmt == "pdf" and out is None:
+        raise AuditError("a PDF report needs --out FILE")
+    with system(home) as sys_:
+        built = reports.build(sys_.ledger, patient, since, until)
+        if fmt == "html":
+            data = reports.render_html(built).encode()
+        elif fmt == "pdf":
+            data = reports.render_pdf(built)
+        else:
+            data = (json.dumps(reports.to_bundle(built), indent=2) + "\n").encode()
+        sys_.record(
+            "access-report",
+            patient_ids=(patient,),
+            format=fmt,
+            since=str(since),
+            until=str(until),
+            rows=len(built.rows),
+        )
+    if out is None:
+        sys.stdout.buffer.write(data)
+    else:
+        out.write_bytes(data)
+        console.print(
+            f"Access report for Patient/{patient} ({len(built.rows)} accesses, "
+            f"{len(built.disclosures)} disclosures) written to {out}"
+        )
+
+
+@app.command()
+def disclose(
+    patient: Annotated[str, typer.Option(help="the Patient resource id")],
+    recipient: Annotated[str, typer.Option(help="who received the information")],
+    description: Annotated[str, typer.Option(help="what was disclosed, briefly")],
+    purpose: Annotated[str, typer.Option(help="purpose of use code")] = "PUBHLTH",
+    home: HomeOption = None,
+) -> None:
+    """Record a disclosure for the patient's accounting of disclosures (164.528)."""
+    with system(home) as sys_:
+        sys_.record(
+            "disclosure",
+            patient_ids=(patient,),
+            purpose=purpose.upper(),
+            recipient=recipient,
+            description=description,
+        )
+    console.print(f"Disclosure of Patient/{patient} to {recipient} recorded.")

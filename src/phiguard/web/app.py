@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from phiguard import __version__
 from phiguard.errors import AuthenticationError, PhiGuardError
+from phiguard.fhir import auditevents
 from phiguard.fhir.outcome import ApiError, FhirResponse, error_response, outcome
 from phiguard.fhir.paging import PageStore
 from phiguard.fhir.routes import router as fhir_router
@@ -136,6 +137,7 @@ def create_app(
         )
         return FhirResponse(outcome("error", code, [text]), status_code=exc.status_code)
 
+    app.include_router(auditevents.router)  # before the generic /fhir/{type} routes
     app.include_router(fhir_router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -7,11 +7,15 @@ database only.  Each test restores into a fresh home of its own.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import io
+import json
 import os
 import stat
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,32 +78,57 @@ class Source:
     rows: int
 
 
+@contextmanager
+def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A folder shared by the xdist workers of this run, built by whichever comes first
+    (the others wait on the lock): the source home and its backup are read-only after
+    they are made, and making them twice would double this module's cost."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder = base / name
+    folder.mkdir(exist_ok=True)
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield folder
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
-    base = tmp_path_factory.mktemp("backup-source")
-    home = make_home(base / "home", _fill)
-    out = ok("backup", "keygen", "--out", base / "recovery")
-    public, private = base / "recovery" / "recovery.pub.pem", base / "recovery" / "recovery.key.pem"
-    assert str(public) in out and str(private) in out
+    with _built_once(tmp_path_factory, "backup-source") as base:
+        home, archive = base / "home", base / "phiguard.backup"
+        public = base / "recovery" / "recovery.pub.pem"
+        private = base / "recovery" / "recovery.key.pem"
+        made = base / "made.json"
+        if not made.exists():
+            make_home(home, _fill)
+            out = ok("backup", "keygen", "--out", base / "recovery")
+            assert str(public) in out and str(private) in out
+            # The same passphrase on purpose: only the key differs.
+            _pub, other = generate_recovery_keypair(RECOVERY_PASSPHRASE, bits=3072)
+            (base / "other.key.pem").write_bytes(other)
+            out = ok("backup", "create", "--out", archive, "--home", home, "--recovery-key", public)
+            rows = int(out.split(": ", 1)[1].split(" rows", 1)[0])
+            ok("patient", "shred", "shredded-after", "--yes", "--home", home)
+            made.write_text(json.dumps({"rows": rows}))
+        rows = json.loads(made.read_text())["rows"]
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
-    # The same passphrase on purpose: only the key differs.
-    _pub, other = generate_recovery_keypair(RECOVERY_PASSPHRASE, bits=3072)
-    (base / "other.key.pem").write_bytes(other)
-    archive = base / "phiguard.backup"
-    out = ok("backup", "create", "--out", archive, "--home", home, "--recovery-key", public)
-    rows = int(out.split(": ", 1)[1].split(" rows", 1)[0])
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
-    ok("patient", "shred", "shredded-after", "--yes", "--home", home)
     return Source(home, archive, public, private, base / "other.key.pem", rows)
 
 
 @pytest.fixture(scope="module")
 def restored(source: Source, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The backup restored once, through the CLI, into a new home (read-only for tests)."""
-    target = tmp_path_factory.mktemp("backup-restored") / "home"
-    done = _restore(source, target)
-    assert done.returncode == 0, done.stderr
-    assert f"Restored {source.rows} rows" in done.stdout
+    with _built_once(tmp_path_factory, "backup-restored") as base:
+        target = base / "home"
+        if not target.exists():
+            done = _restore(source, target)
+            assert done.returncode == 0, done.stderr
+            assert f"Restored {source.rows} rows" in done.stdout
     return target
 
 

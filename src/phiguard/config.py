@@ -50,6 +50,7 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     log_dir: str = "logs"
     recovery_public_key: str = ""
+    audit_retention_days: int = 2192  # six years: 45 CFR 164.316(b)(2)
 
     @property
     def is_demo(self) -> bool:

@@ -21,7 +21,7 @@ from phiguard.audit.events import AuditEvent
 from phiguard.audit.ledger import Ledger
 from phiguard.audit.sink import LedgerSink
 from phiguard.clock import Clock, SystemClock
-from phiguard.config import Prompt, Settings
+from phiguard.config import Pkcs11Settings, Prompt, Settings
 from phiguard.crypto.keyring import Keyring
 from phiguard.crypto.providers import KeyProvider, LocalKeyFile
 from phiguard.errors import AuthenticationError, ConfigError
@@ -48,6 +48,9 @@ class System:
         if self.ledger.engine is not self.engine:
             self.ledger.engine.dispose()
         self.engine.dispose()
+        closer = getattr(self.provider, "close", None)
+        if callable(closer):  # an HSM session
+            closer()
 
     def record(
         self,
@@ -152,6 +155,7 @@ def init_home(
     prompt: Prompt | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
+    pkcs11: Pkcs11Settings | None = None,
 ) -> tuple[System, str]:
     """Create a home; returns the open system and the bootstrap token (shown once)."""
     root = Path(home).expanduser().resolve()
@@ -159,6 +163,7 @@ def init_home(
         raise ConfigError(f"{root} is already a phiguard home")
     settings = Settings(
         home=root,
+        pkcs11=pkcs11 or Pkcs11Settings(),
         mode=mode,
         database_url=database_url,
         key_provider=key_provider,

@@ -8,6 +8,7 @@ only through ``PHIGUARD_PASSPHRASE``, as in production.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, select
 
+from phiguard.records.context import system_context
+from phiguard.store.engine import make_engine
+from phiguard.store.tables import data_keys, resources
 from phiguard.system import System, init_home, open_system
 
 PASSPHRASE = "cli test passphrase that is long enough"
@@ -105,7 +110,16 @@ def make_home(
                 fill(system)
         finally:
             system.close()
+            close = getattr(system.provider, "close", None)
+            if close is not None:  # a PKCS#11 provider: release the token session
+                close()
     return root
+
+
+def clone_home(template: Path, dest: Path) -> Path:
+    """A copy of a closed home (settings, key file, database): cheaper than a new one."""
+    shutil.copytree(template, dest)
+    return dest
 
 
 @contextmanager
@@ -117,3 +131,35 @@ def opened(root: Path, env: dict[str, str] | None = None) -> Iterator[System]:
             yield system
         finally:
             system.close()
+            close = getattr(system.provider, "close", None)
+            if close is not None:
+                close()
+
+
+def db(home: Path) -> Engine:
+    """The home's SQLite database, for looking at rows (no key material needed)."""
+    return make_engine(f"sqlite:///{home / 'phiguard.db'}")
+
+
+def read_every_version(system: System) -> int:
+    """vread every stored version outside shredded compartments; returns how many."""
+    repo = system.vault.repository(system_context())
+    with system.engine.connect() as conn:
+        shredded = set(
+            conn.execute(
+                select(data_keys.c.compartment).where(data_keys.c.state == "shredded")
+            ).scalars()
+        )
+        rows = conn.execute(
+            select(resources.c.rtype, resources.c.rid, resources.c.version, resources.c.compartment)
+            .where(resources.c.body.is_not(None))
+            .order_by(resources.c.rtype, resources.c.rid, resources.c.version)
+        ).all()
+    opened = 0
+    for row in rows:
+        if row.compartment in shredded:
+            continue
+        stored = repo.vread(row.rtype, row.rid, int(row.version))
+        assert stored.resource is not None and stored.resource["id"] == row.rid
+        opened += 1
+    return opened

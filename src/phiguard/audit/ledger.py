@@ -563,7 +563,8 @@ class Ledger:
             stmt = stmt.where(audit_entries.c.seq < until)
         with self.engine.connect() as conn:
             for row in conn.execution_options(stream_results=True, yield_per=5000).execute(stmt):
-                yield decode_leaf(bytes(row.leaf), self._sealer)
+                if row.leaf:  # archived entries have their leaves in an archive file
+                    yield decode_leaf(bytes(row.leaf), self._sealer)
 
     def search(
         self,
@@ -596,7 +597,7 @@ class Ledger:
                 stmt = stmt.where(e.recorded < until_us)
         with self.engine.connect() as conn:
             rows = [(int(r.seq), bytes(r.leaf)) for r in conn.execute(stmt.order_by(e.seq))]
-        docs = [decode_leaf(leaf, self._sealer) for _seq, leaf in rows]
+        docs = [decode_leaf(leaf, self._sealer) for _seq, leaf in rows if leaf]
         if who is not None:
             docs = [d for d in docs if d.get("who") == who]
         return len(docs), docs[offset : offset + count]

@@ -32,6 +32,7 @@ from phiguard.store.engine import make_throwaway_engine
 
 from . import merkle
 from .ledger import DbNodes, Ledger, Planner, checkpoint_message
+from .retention import load_archives
 
 BATCH = 20_000
 PARALLEL_MIN = 200_000  # below this, a second process costs more than it saves
@@ -49,6 +50,7 @@ class VerifyReport:
     entries: int = 0
     checkpoints: int = 0
     witnessed: int = 0
+    archived_unchecked: int = 0  # archived entries whose leaves were not supplied
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -76,8 +78,10 @@ def verify(
     limit_findings: int = 20,
     workers: int = 2,
     parallel_min: int = PARALLEL_MIN,
+    archives: list[Path] | None = None,
 ) -> VerifyReport:
     report = VerifyReport()
+    archived = load_archives(archives) if archives else {}
     checkpoints = ledger.checkpoints()
     keys = ledger.public_keys()
     by_size = {cp.size: cp for cp in checkpoints}
@@ -104,8 +108,12 @@ def verify(
         # every size s in (k, n], so each half is scanned on its own core.
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(2) as pool:
-            left_async = pool.apply_async(_scan, (url, 0, k, mac_key, capture, limit_findings))
-            right_async = pool.apply_async(_scan, (url, k, None, mac_key, capture, limit_findings))
+            left_async = pool.apply_async(
+                _scan, (url, 0, k, mac_key, capture, limit_findings, None, 0, archived)
+            )
+            right_async = pool.apply_async(
+                _scan, (url, k, None, mac_key, capture, limit_findings, None, 0, archived)
+            )
             left, right = left_async.get(), right_async.get()
         scans = [left, right]
         roots = dict(left.roots)
@@ -117,7 +125,7 @@ def verify(
         if left.end != k and right.count:
             add(Finding("gap", f"entries {left.end}..{k - 1} are missing (deleted)", left.end))
     else:
-        only = _scan(url, 0, None, mac_key, capture, limit_findings, progress, total)
+        only = _scan(url, 0, None, mac_key, capture, limit_findings, progress, total, archived)
         scans = [only]
         roots = dict(only.roots)
         expected = only.end
@@ -125,6 +133,7 @@ def verify(
         for f in scan.findings:
             add(f)
     report.entries = expected
+    report.archived_unchecked = sum(scan.archived for scan in scans)
 
     for cp in checkpoints:
         if cp.size > expected:
@@ -179,6 +188,7 @@ def verify(
 class _Scan:
     end: int = 0  # one past the last sequence number seen
     count: int = 0
+    archived: int = 0  # entries checked by MAC only (leaf archived, archive not given)
     broken: bool = False
     roots: dict[int, bytes] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
@@ -193,10 +203,12 @@ def _scan(
     limit: int,
     progress: Callable[[int, int], None] | None = None,
     total: int = 0,
+    archived: dict[int, bytes] | None = None,
 ) -> _Scan:
     """Check entries [start, stop): position, leaf hash, MAC; fold the tree of the range
     and keep its root at every size in ``capture`` (sizes counted from 0)."""
     out = _Scan(end=start)
+    archived = archived or {}
     engine = make_throwaway_engine(url)
     sha256, blake2b, pack, compare = (
         hashlib.sha256,
@@ -236,8 +248,14 @@ def _scan(
                         expected, out.broken = seq, True
                     # A tampered row may not even hold bytes any more.
                     leaf = leaf.encode() if isinstance(leaf, str) else bytes(leaf)
-                    lh = sha256(b"\x00" + leaf).digest()
-                    claimed = unpack_seq(leaf, 4)[0] if leaf[:4] == b"PGL1" else -1
+                    if not leaf:  # archived: its leaf is in an archive file, if given
+                        leaf = archived.get(seq, b"")
+                    if leaf:
+                        lh = sha256(b"\x00" + leaf).digest()
+                        claimed = unpack_seq(leaf, 4)[0] if leaf[:4] == b"PGL1" else -1
+                    else:  # trust the stored hash as far as its MAC vouches for it
+                        lh, claimed = _blob(stored_hash), seq
+                        out.archived += 1
                     bad = []
                     if claimed != seq:
                         bad.append(

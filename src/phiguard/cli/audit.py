@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from phiguard.audit import export as exports
-from phiguard.audit import reports
+from phiguard.audit import reports, retention
 from phiguard.audit.verify import verify as verify_ledger
 from phiguard.errors import AuditError
 
@@ -25,6 +25,9 @@ app = typer.Typer(help="The tamper-evident audit ledger.", no_args_is_help=True)
 def verify(
     home: HomeOption = None,
     witness: Annotated[Path | None, typer.Option(help="folder of exported checkpoints")] = None,
+    archive: Annotated[
+        list[Path] | None, typer.Option(help="archive file of old entries (repeatable)")
+    ] = None,
 ) -> None:
     """Recompute the ledger, check every signature and MAC, and name the first bad entry."""
     with system(home) as sys_, progress() as bar:
@@ -32,6 +35,7 @@ def verify(
         report = verify_ledger(
             sys_.ledger,
             witness=witness,
+            archives=archive,
             progress=lambda d, t: bar.update(task, completed=d, total=t),
         )
         sys_.record(
@@ -44,6 +48,8 @@ def verify(
     table.add_row("entries", str(report.entries))
     table.add_row("checkpoints", str(report.checkpoints))
     table.add_row("witnessed checkpoints", str(report.witnessed))
+    if report.archived_unchecked:
+        table.add_row("archived, MAC-checked only", str(report.archived_unchecked))
     console.print(table)
     if report.ok:
         console.print("[green]The ledger verifies.[/green]")
@@ -196,3 +202,30 @@ def disclose(
             description=description,
         )
     console.print(f"Disclosure of Patient/{patient} to {recipient} recorded.")
+
+
+@app.command("archive")
+def archive_(
+    out: Annotated[Path, typer.Option(help="the archive file to write")],
+    home: HomeOption = None,
+    before: Annotated[
+        str | None, typer.Option(help="archive entries before this day (default: retention)")
+    ] = None,
+) -> None:
+    """Move leaves older than the retention period to a file; proofs stay valid."""
+    with system(home) as sys_:
+        if before is None:
+            cutoff = sys_.clock.now() - dt.timedelta(days=sys_.settings.audit_retention_days)
+        else:
+            day = _date(before, "--before")
+            cutoff = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+        result = retention.archive(sys_.ledger, out, cutoff)
+        sys_.record(
+            "audit-archive",
+            first=result.first,
+            last=result.last,
+            entries=result.entries,
+            archive=str(out),
+        )
+    console.print(f"Archived entries {result.first}..{result.last} ({result.entries}) to {out}.")
+    console.print("Keep the file: 'phiguard audit verify --archive FILE' checks them in full.")

@@ -55,4 +55,6 @@ def progress() -> Progress:
         TimeRemainingColumn(),
         console=err,
         transient=False,
+        # Bars are for people: a log or a pipe gets only the results and errors.
+        disable=not err.is_terminal,
     )

@@ -57,8 +57,22 @@ def register(app: typer.Typer) -> None:
         demo: Annotated[
             bool, typer.Option(help="demo mode: allows the published demo passphrase")
         ] = False,
+        pkcs11_library: Annotated[
+            str, typer.Option(help="PKCS#11 module (with --key-provider pkcs11)")
+        ] = config.Pkcs11Settings.library,
+        pkcs11_token: Annotated[
+            str, typer.Option(help="PKCS#11 token label")
+        ] = config.Pkcs11Settings.token_label,
+        pkcs11_key_prefix: Annotated[
+            str, typer.Option(help="label prefix of the KEKs on the token")
+        ] = config.Pkcs11Settings.key_label_prefix,
     ) -> None:
-        """Create a phiguard home: settings, key file (or HSM key), database, bootstrap token."""
+        """Create a phiguard home: settings, key file (or HSM key), database, bootstrap token.
+
+        The PIN of a PKCS#11 token comes from PHIGUARD_PKCS11_PIN(_FILE), never argv.
+        """
+        if key_provider not in ("local-file", "pkcs11"):
+            raise ConfigError("--key-provider must be local-file or pkcs11")
         root = config.resolve_home(home)
         system, token = init_home(
             root,
@@ -66,6 +80,7 @@ def register(app: typer.Typer) -> None:
             database_url=database_url,
             key_provider=key_provider,
             prompt=prompt,
+            pkcs11=config.Pkcs11Settings(pkcs11_library, pkcs11_token, pkcs11_key_prefix),
         )
         system.close()
         console.print(f"Initialised phiguard home at {root}")

@@ -67,6 +67,7 @@ def _unb64(text: str) -> bytes:
 # OWASP's scrypt recommendation (N=2^17, r=8, p=1): ~0.3 s and 128 MiB per derivation,
 # paid once per process when the key file is opened.
 DEFAULT_SCRYPT = {"n": 2**17, "r": 8, "p": 1}
+MAX_SCRYPT_N = 2**20
 KEYFILE_FORMAT = "phiguard-keyfile/1"
 
 
@@ -122,6 +123,13 @@ class LocalKeyFile:
         try:
             kdf = doc["kdf"]
             self._params = {k: int(kdf[k]) for k in ("n", "r", "p")}
+            if not (
+                2**10 <= self._params["n"] <= MAX_SCRYPT_N
+                and self._params["r"] <= 32
+                and self._params["p"] <= 16
+            ):
+                # A hand-edited cost would make every start-up hang or exhaust memory.
+                raise ValueError("scrypt parameters out of range")
             self._salt = _unb64(kdf["salt"])
             entries = [(int(e["version"]), _unb64(e["sealed"])) for e in doc["keks"]]
             self._wrapping = AESGCM(_derive(passphrase, self._salt, self._params))

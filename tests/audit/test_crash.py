@@ -88,7 +88,7 @@ def test_kill_minus_nine_keeps_every_acknowledged_event(tmp_path: Path) -> None:
     for seq, rid in acknowledged.items():
         assert ledger.entry(seq)["leaf"].find(rid.encode()) > 0, f"entry {seq} lost or changed"
     # And it carries on: a new append after the crashes extends a valid log.
-    from tests.audit.test_ledger import event
+    from tests.audit.helpers import event
 
     ledger.append(event(1))
     assert verify(ledger).ok

@@ -722,9 +722,10 @@ class Repository:
         search_plan = plan(rtype, items)
         with self.atomic() as conn:
             self._require(AccessRequest("search", rtype), conn)
-            heads = self._candidates(conn, search_plan)
+            counted, heads = self._candidates(conn, search_plan)
+            first, last = search_plan.offset, search_plan.offset + search_plan.count
             if search_plan.post_filters:
-                opened = [self._open_head(conn, h) for h in heads]
+                opened = self._open_heads(conn, heads)
                 matched = [
                     s
                     for s in opened
@@ -732,20 +733,15 @@ class Repository:
                     and all(f(s.resource) for f in search_plan.post_filters)
                 ]
                 total = len(matched)
-                page = (
-                    []
-                    if search_plan.summary_count
-                    else matched[search_plan.offset : search_plan.offset + search_plan.count]
-                )
-            else:
+                page = [] if search_plan.summary_count else matched[first:last]
+            elif counted is None:
                 heads = self._recheck(conn, rtype, heads, search_plan)
                 total = len(heads)
-                window = (
-                    []
-                    if search_plan.summary_count
-                    else heads[search_plan.offset : search_plan.offset + search_plan.count]
-                )
-                page = [self._open_head(conn, h) for h in window]
+                window = [] if search_plan.summary_count else heads[first:last]
+                page = self._open_heads(conn, window)
+            else:
+                total = counted
+                page = self._open_heads(conn, heads)
             page = [p for p in page if p.resource is not None]
             patients = sorted({p for s in page for p in self._patients(s.resource or {})})
             self._audit(
@@ -793,6 +789,35 @@ class Repository:
                     dropped.add(rid)
         return [h for h in heads if h.rid not in dropped]
 
+    def _open_heads(self, conn: Connection, heads: list[Any]) -> list[StoredResource]:
+        """Open the current versions of many resources with one query per type."""
+        by_type: dict[str, dict[str, int]] = {}
+        for head in heads:
+            by_type.setdefault(head.rtype, {})[head.rid] = int(head.version)
+        rows: dict[tuple[str, str], Any] = {}
+        r = resources.c
+        for rtype, versions in by_type.items():
+            ids = list(versions)
+            for i in range(0, len(ids), 500):
+                for row in conn.execute(
+                    select(resources).where(
+                        r.tenant == self.tenant, r.rtype == rtype, r.rid.in_(ids[i : i + 500])
+                    )
+                ):
+                    if int(row.version) == versions[row.rid]:
+                        rows[(rtype, row.rid)] = row
+        out = []
+        for head in heads:
+            try:
+                out.append(self._open(conn, rows[(head.rtype, head.rid)]))
+            except Gone:
+                out.append(
+                    StoredResource(
+                        head.rtype, head.rid, int(head.version), int(head.last_updated), True, None
+                    )
+                )
+        return out
+
     def _open_head(self, conn: Connection, head: Any) -> StoredResource:
         row = conn.execute(
             select(resources).where(
@@ -809,7 +834,11 @@ class Repository:
                 head.rtype, head.rid, int(head.version), int(head.last_updated), True, None
             )
 
-    def _candidates(self, conn: Connection, search_plan: SearchPlan) -> list[Any]:
+    def _candidates(
+        self, conn: Connection, search_plan: SearchPlan
+    ) -> tuple[int | None, list[Any]]:
+        """(total, the page's heads), or (None, every candidate) when the candidates
+        must be decrypted and re-checked before they can be counted."""
         h = resource_heads.c
         rtype = search_plan.resource_type
         conds = [h.tenant == self.tenant, h.rtype == rtype, h.deleted.is_(False)]
@@ -820,6 +849,8 @@ class Repository:
         for prefix, rng in search_plan.updated:
             conds.append(_updated_condition(prefix, rng))
         indexer = self.vault.indexer
+        st = search_tokens.c
+        token_sets = []
         for tf in search_plan.token_filters:
             key = f"{rtype}.{tf.param.name}"
             tokens = [
@@ -828,31 +859,64 @@ class Repository:
                 else indexer.raw_token(key, v)
                 for v in tf.values
             ]
-            st = search_tokens.c
+            token_sets.append((tf.param.name, tokens))
+        cols = (h.rtype, h.rid, h.version, h.last_updated)
+        st1 = search_tokens.alias("st1")
+        if token_sets:
+            # Drive the query from the most selective index there is, the tokens of the
+            # first filter; the other filters probe it.  (Left to itself, SQLite walks
+            # every head of the type in index order to save a sort.)
+            first_param, first_tokens = min(token_sets, key=lambda t: len(t[1]))
+            joined = st1.join(
+                resource_heads,
+                and_(h.tenant == st1.c.tenant, h.rtype == st1.c.rtype, h.rid == st1.c.rid),
+            )
+            # st1.rid is selected too: PostgreSQL orders a DISTINCT only by what it selects.
+            stmt = (
+                select(*cols, st1.c.rid.label("token_rid"))
+                .select_from(joined)
+                .where(
+                    st1.c.tenant == self.tenant,
+                    st1.c.rtype == rtype,
+                    st1.c.param == first_param,
+                    st1.c.token.in_(first_tokens),
+                )
+            )
+            if len(first_tokens) > 1:
+                stmt = stmt.distinct()
+            others = [t for t in token_sets if t[1] is not first_tokens]
+        else:
+            stmt = select(*cols)
+            others = []
+        for param, tokens in others:
             conds.append(
                 h.rid.in_(
                     select(st.rid).where(
                         st.tenant == self.tenant,
                         st.rtype == rtype,
-                        st.param == tf.param.name,
+                        st.param == param,
                         st.token.in_(tokens),
                     )
                 )
             )
-        order = h.rid if search_plan.sort_by_id else h.last_updated
-        order_by = [order.desc(), h.rid.desc()] if search_plan.sort_desc else [order, h.rid]
-        stmt = (
-            select(h.rtype, h.rid, h.version, h.last_updated)
-            .where(and_(*conds))
-            .order_by(*order_by)
-        )
+        stmt = stmt.where(and_(*conds))
+        # Default order: resource id, stable for paging.  With tokens it is the token
+        # index's own rid (ordering by the heads' rid would make SQLite walk every head
+        # of the type in key order); _sort=_lastUpdated on request, sorted explicitly.
+        rid_col: Any = st1.c.rid if token_sets else h.rid
+        if search_plan.sort_by_updated:
+            order: Any = h.last_updated + 0 if token_sets else h.last_updated
+            order_by = [order.desc(), rid_col.desc()] if search_plan.sort_desc else [order, rid_col]
+        else:
+            order_by = [rid_col.desc()] if search_plan.sort_desc else [rid_col]
         rechecking = any(tf.recheck for tf in search_plan.token_filters)
-        if not search_plan.post_filters and search_plan.summary_count and not rechecking:
-            total = int(
-                conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-            )
-            return [None] * total
-        return list(conn.execute(stmt).all())
+        if search_plan.post_filters or rechecking:
+            return None, list(conn.execute(stmt.order_by(*order_by)).all())
+        total = int(conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one())
+        if search_plan.summary_count or search_plan.offset >= total:
+            return total, []
+        page = stmt.order_by(*order_by).limit(search_plan.count).offset(search_plan.offset)
+        return total, list(conn.execute(page).all())
 
     def everything(self, patient_id: str) -> list[StoredResource]:
         """The patient and every current resource in their compartment."""

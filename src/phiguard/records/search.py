@@ -167,7 +167,7 @@ class SearchPlan:
     offset: int = 0
     summary_count: bool = False
     sort_desc: bool = False
-    sort_by_id: bool = False
+    sort_by_updated: bool = False
 
 
 def _int(name: str, value: str, lo: int, hi: int) -> int:
@@ -217,7 +217,7 @@ def plan(resource_type: str, items: list[tuple[str, str]]) -> SearchPlan:
                 if key not in ("_lastUpdated", "_id"):
                     raise InvalidSearch("_sort supports _lastUpdated and _id")
                 result.sort_desc = value.startswith("-")
-                result.sort_by_id = key == "_id"
+                result.sort_by_updated = key == "_lastUpdated"
             continue
         if value == "":
             continue

@@ -100,5 +100,5 @@ class BackupError(PhiGuardError):
     """A backup could not be created, opened or restored."""
 
 
-class ImportError_(PhiGuardError):
+class ImportFailed(PhiGuardError):
     """An import input could not be read."""

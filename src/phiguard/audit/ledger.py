@@ -636,7 +636,3 @@ def _checkpoint(row: Any) -> Checkpoint:
     return Checkpoint(
         int(row.size), bytes(row.root), int(row.signed_at), str(row.key_id), bytes(row.signature)
     )
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

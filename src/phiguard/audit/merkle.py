@@ -11,7 +11,7 @@ what the stand-alone verifier (``phiguard.audit.verify_proof``) runs.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -179,6 +179,3 @@ class MemoryNodes:
     @property
     def size(self) -> int:
         return len(self.levels[0])
-
-
-PerfectFn = Callable[[int, int], bytes]

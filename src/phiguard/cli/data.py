@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from phiguard.errors import ImportError_
+from phiguard.errors import ImportFailed
 from phiguard.fhir.importer import Importer, discover, read_units
 from phiguard.records.context import system_context
 
@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         """Import FHIR Bundles and NDJSON; run again to resume an interrupted import."""
         files = discover(paths)
         if not files:
-            raise ImportError_("no .json or .ndjson files found")
+            raise ImportFailed("no .json or .ndjson files found")
         units = [u for f in files for u in read_units(f)]
         total = sum(u.size for u in units)
         with system(home) as sys_:

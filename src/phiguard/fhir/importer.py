@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from phiguard.errors import ImportError_, InvalidResource, PhiGuardError
+from phiguard.errors import ImportFailed, InvalidResource, PhiGuardError
 from phiguard.records.repository import Repository
 from phiguard.records.validation import validate
 from phiguard.store.engine import now_us
@@ -69,7 +69,7 @@ def discover(paths: list[Path]) -> list[Path]:
         elif p.is_file():
             files.append(p)
         else:
-            raise ImportError_(f"no such file or directory: {p}")
+            raise ImportFailed(f"no such file or directory: {p}")
     return files
 
 
@@ -101,7 +101,7 @@ def read_units(path: Path) -> Iterator[Unit]:
             try:
                 block.append(json.loads(line))
             except ValueError:
-                raise ImportError_(f"{path.name}: line {lineno} is not valid JSON") from None
+                raise ImportFailed(f"{path.name}: line {lineno} is not valid JSON") from None
             if len(block) >= NDJSON_BLOCK:
                 yield Unit(digest, index, path, _as_entries(block))
                 block, index = [], index + 1
@@ -111,9 +111,9 @@ def read_units(path: Path) -> Iterator[Unit]:
     try:
         doc = json.loads(text)
     except ValueError:
-        raise ImportError_(f"{path.name} is not valid JSON") from None
+        raise ImportFailed(f"{path.name} is not valid JSON") from None
     if not isinstance(doc, dict):
-        raise ImportError_(f"{path.name} does not hold a FHIR resource")
+        raise ImportFailed(f"{path.name} does not hold a FHIR resource")
     if doc.get("resourceType") == "Bundle":
         if doc.get("type") in ("batch", "transaction"):
             yield Unit(digest, 0, path, {**doc, "type": "transaction"})

@@ -14,8 +14,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
+from starlette.staticfiles import StaticFiles
 
 from phiguard import __version__
 from phiguard.errors import AuthenticationError, PhiGuardError
@@ -29,6 +31,12 @@ from phiguard.system import System, authenticate_api_token
 from . import logs
 
 PURPOSES = frozenset({"TREAT", "ETREAT", "BTG", "HPAYMT", "HOPERAT", "HRESCH", "PUBHLTH"})
+
+# Pages: nothing but our own stylesheet and images; no script at all yet.
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'self'"
+)
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
@@ -139,6 +147,24 @@ def create_app(
 
     app.include_router(auditevents.router)  # before the generic /fhir/{type} routes
     app.include_router(fhir_router)
+
+    templates = Environment(
+        loader=PackageLoader("phiguard.web", "templates"), autoescape=select_autoescape(["html"])
+    )
+    app.mount("/static", StaticFiles(packages=[("phiguard.web", "static")]), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> HTMLResponse:
+        checkpoints = system.ledger.checkpoints()
+        html = templates.get_template("home.html").render(
+            version=__version__,
+            mode=system.settings.mode,
+            provider=system.provider.describe().get("provider", system.settings.key_provider),
+            ledger_size=system.ledger.size,
+            checkpoint=checkpoints[-1].size if checkpoints else None,
+            base=system.settings.base_url or "",
+        )
+        return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP})
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:

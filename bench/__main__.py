@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import imports, read, search
-from .common import OUT, Result
+from .common import AUDITS, OUT, Result
 from .machine import describe, load_average, render
 
 COMMANDS = ("all", "read", "import", "search")
@@ -32,9 +32,20 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--rounds", type=int, help="measured rounds (default 5, quick 3)")
     common.add_argument("--seed", type=int, default=20250101, help="shuffles and synth data")
     common.add_argument(
-        "--profile", action="store_true", help="cProfile the encrypted variant even if it passes"
+        "--profile",
+        action="store_true",
+        help="cProfile the encrypted variant even if it meets its target "
+        "(a full-size run profiles every miss; quick mode only with --profile)",
     )
     common.add_argument("--workdir", type=Path, help="where temporary stores go (default: /tmp)")
+    audit_opts = argparse.ArgumentParser(add_help=False)
+    audit_opts.add_argument(
+        "--audit",
+        choices=AUDITS,
+        default="none",
+        help="audit sink: none = NullAuditSink as in the test fixtures (default); "
+        "ledger = the production audit ledger, each call waiting for its entry",
+    )
 
     read_opts = argparse.ArgumentParser(add_help=False)
     read_opts.add_argument(
@@ -64,15 +75,20 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="phiguard benchmarks: encrypted vs plaintext in the same run.",
+        description="phiguard benchmarks: encrypted vs plaintext in the same run. "
+        "With no command (or only options) every benchmark runs: python -m bench --quick",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser(
-        "all", parents=[common, read_opts, import_opts, search_opts], help="every benchmark"
+        "all",
+        parents=[common, audit_opts, read_opts, import_opts, search_opts],
+        help="every benchmark",
     )
-    sub.add_parser("read", parents=[common, read_opts], help="Repository.read of random ids")
+    sub.add_parser(
+        "read", parents=[common, audit_opts, read_opts], help="Repository.read of random ids"
+    )
     sub.add_parser("import", parents=[common, import_opts], help="bulk Importer, Synthea bundles")
-    sub.add_parser("search", parents=[common, search_opts], help="family-name search")
+    sub.add_parser("search", parents=[common, audit_opts, search_opts], help="family-name search")
     return parser
 
 
@@ -111,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     seed=args.seed,
                     workdir=work,
                     do_profile=args.profile,
+                    profile_misses=not quick,
+                    audit=args.audit,
                 )
             elif name == "import":
                 res = imports.run(
@@ -119,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     workers=args.workers,
                     workdir=work,
                     do_profile=args.profile,
+                    profile_misses=not quick,
                 )
             else:
                 res = search.run(
@@ -131,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     workdir=work,
                     cache=args.cache,
                     do_profile=args.profile,
+                    profile_misses=not quick,
+                    audit=args.audit,
                 )
         res.parameters["wall time"] = f"{time.perf_counter() - t0:.1f} s"
         results.append(res)

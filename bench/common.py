@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from sqlalchemy import Engine
 
+from phiguard.audit.ledger import Ledger
+from phiguard.audit.sink import LedgerSink
 from phiguard.crypto.keyring import Keyring
 from phiguard.crypto.providers import LocalKeyFile
 from phiguard.records.context import system_context
@@ -25,6 +27,8 @@ from phiguard.store import migrate
 from phiguard.store.engine import make_engine
 
 Variant = Literal["encrypted", "plaintext"]
+Audit = Literal["none", "ledger"]
+AUDITS: tuple[Audit, ...] = ("none", "ledger")
 VARIANTS: tuple[Variant, ...] = ("encrypted", "plaintext")
 
 # Low scrypt cost: it only protects the benchmark's throw-away key file and is paid
@@ -43,6 +47,7 @@ class Store:
     root: Path
     engine: Engine
     vault: Vault
+    ledger: Ledger | None = None
 
     def repository(self) -> Repository:
         return self.vault.repository(system_context(purpose="HOPERAT", source="bench"))
@@ -51,14 +56,18 @@ class Store:
         return sum(p.stat().st_size for p in self.root.glob("phiguard.db*"))
 
     def close(self) -> None:
+        if self.ledger is not None:
+            self.ledger.close()
         self.engine.dispose()
 
 
-def open_store(root: Path, variant: Variant) -> Store:
+def open_store(root: Path, variant: Variant, audit: Audit = "none") -> Store:
     """Open the store under ``root``, creating the key file and schema if missing.
 
     Every opening gets a new engine and keyring, so the data-key cache starts cold
-    (as after a server restart).
+    (as after a server restart).  ``audit="none"`` is the ``NullAuditSink`` the test
+    fixtures use; ``"ledger"`` is what ``phiguard.system`` wires in production (the
+    audit ledger in the same database, each call waiting for its entry to commit).
     """
     root.mkdir(parents=True, exist_ok=True)
     key_path = root / "kek.json"
@@ -70,18 +79,9 @@ def open_store(root: Path, variant: Variant) -> Store:
     migrate.upgrade(engine)
     keyring = Keyring(engine, provider)
     cipher = PlaintextCipherForBenchmarks() if variant == "plaintext" else None
-    return Store(variant, root, engine, Vault(engine, keyring, cipher=cipher))
-
-
-@contextmanager
-def stores(root: Path) -> Iterator[dict[Variant, Store]]:
-    """A fresh store of each variant under ``root``; closed on exit."""
-    opened = {v: open_store(root / v, v) for v in VARIANTS}
-    try:
-        yield opened
-    finally:
-        for s in opened.values():
-            s.close()
+    ledger = Ledger(engine, keyring) if audit == "ledger" else None
+    sink = LedgerSink(ledger) if ledger is not None else None
+    return Store(variant, root, engine, Vault(engine, keyring, cipher=cipher, audit=sink), ledger)
 
 
 # -- statistics -----------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
 import sqlite3
 import ssl
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,6 +52,34 @@ def _cryptography_openssl() -> str:
         return "unknown"
 
 
+def source_state() -> str:
+    """Which phiguard code was measured: git HEAD, files changed since, and a digest
+    of every source file as it was (other work may be changing the tree)."""
+    root = Path(__file__).resolve().parent.parent
+    src = root / "src" / "phiguard"
+    digest = hashlib.sha256()
+    for path in sorted(src.rglob("*.py")):
+        digest.update(str(path.relative_to(src)).encode() + b"\0" + path.read_bytes())
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return f"src digest {digest.hexdigest()[:12]}"
+    return (
+        f"git {head} + {len(changed)} changed file(s) in src; src digest {digest.hexdigest()[:12]}"
+    )
+
+
 def load_average() -> str:
     try:
         one, five, fifteen = os.getloadavg()
@@ -71,6 +101,7 @@ def describe() -> dict[str, str]:
         "cryptography": _version("cryptography"),
         "SQLAlchemy": _version("sqlalchemy"),
         "fhir.resources": _version("fhir.resources"),
+        "phiguard source": source_state(),
         "load average at start": load_average(),
     }
 

@@ -24,11 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import event
+
 from phiguard.synth import generate_hospital, to_fhir
 
 from .common import (
     OUT,
     VARIANTS,
+    Audit,
     Result,
     Store,
     Variant,
@@ -41,7 +44,7 @@ from .common import (
 )
 
 DEFAULT_PATIENTS = 100_000
-QUICK_PATIENTS = 5_000
+QUICK_PATIENTS = 3_000
 DEFAULT_NAMES = 200
 QUICK_NAMES = 60
 CHUNK = 1000
@@ -102,34 +105,82 @@ class Round:
     p99_ms: float
     mean_ms: float
     max_ms: float
+    cpu_p50_ms: float  # this thread's CPU time: robust to time-slicing by other load
     by_name_ms: dict[str, float]
 
 
-def _search_pass(store: Store, names: list[str]) -> tuple[Round, dict[str, int]]:
-    repo = store.repository()
-    lat: dict[str, float] = {}
-    totals: dict[str, int] = {}
-    clock = time.perf_counter
-    for name in names:
-        t = clock()
-        res = repo.search("Patient", [("family", name)])
-        lat[name] = clock() - t
-        totals[name] = res.total
+def _summarise(lat: dict[str, float], cpu: list[float]) -> Round:
     values = list(lat.values())
-    return (
-        Round(
-            percentile(values, 50) * 1e3,
-            percentile(values, 99) * 1e3,
-            sum(values) / len(values) * 1e3,
-            max(values) * 1e3,
-            {n: v * 1e3 for n, v in lat.items()},
-        ),
-        totals,
+    return Round(
+        percentile(values, 50) * 1e3,
+        percentile(values, 99) * 1e3,
+        sum(values) / len(values) * 1e3,
+        max(values) * 1e3,
+        percentile(cpu, 50) * 1e3,
+        {n: v * 1e3 for n, v in lat.items()},
     )
 
 
+def _search_pass(store: Store, names: list[str]) -> tuple[Round, dict[str, int]]:
+    """One variant alone (warm-up, result counts, profiling)."""
+    repo = store.repository()
+    lat: dict[str, float] = {}
+    cpu: list[float] = []
+    totals: dict[str, int] = {}
+    for name in names:
+        c = time.thread_time()
+        t = time.perf_counter()
+        res = repo.search("Patient", [("family", name)])
+        lat[name] = time.perf_counter() - t
+        cpu.append(time.thread_time() - c)
+        totals[name] = res.total
+    return _summarise(lat, cpu), totals
+
+
+def _interleaved_round(opened: dict[Variant, Store], names: list[str]) -> dict[Variant, Round]:
+    """Each name is searched in both variants back to back, the first one alternating."""
+    repos = {v: opened[v].repository() for v in VARIANTS}
+    lat: dict[Variant, dict[str, float]] = {v: {} for v in VARIANTS}
+    cpu: dict[Variant, list[float]] = {v: [] for v in VARIANTS}
+    for i, name in enumerate(names):
+        for v in VARIANTS if i % 2 == 0 else tuple(reversed(VARIANTS)):
+            c = time.thread_time()
+            t = time.perf_counter()
+            repos[v].search("Patient", [("family", name)])
+            lat[v][name] = time.perf_counter() - t
+            cpu[v].append(time.thread_time() - c)
+    return {v: _summarise(lat[v], cpu[v]) for v in VARIANTS}
+
+
+def explain(store: Store, name: str) -> str:
+    """EXPLAIN QUERY PLAN of every SELECT that one family-name search issues."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, _many: bool
+    ) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        store.repository().search("Patient", [("family", name)])
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    lines = [f"SELECTs of one search (family={name!r}):"]
+    with store.engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        for i, (sql, params) in enumerate(seen, 1):
+            flat = " ".join(sql.split())
+            lines.append(f"{i}. {flat[:300]}{' ...' if len(flat) > 300 else ''}")
+            if raw is not None:
+                rows = raw.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+                lines += [f"     plan: {row[3]}" for row in rows]
+    return "\n".join(lines)
+
+
 def _stores(
-    workdir: Path, patients: int, seed: int, cache: bool
+    workdir: Path, patients: int, seed: int, cache: bool, audit: Audit
 ) -> tuple[dict[Variant, Store], dict[Variant, float | None], list[dict[str, Any]], float]:
     """Both stores, loaded; load seconds per variant (None = reused from the cache)."""
     start = time.perf_counter()
@@ -149,7 +200,7 @@ def _stores(
             load_s[v] = load(store, resources)
             store.close()
             done.write_text(f"{patients} patients, seed {seed}\n")
-        opened[v] = open_store(root, v)  # reopened: cold key cache, as after a restart
+        opened[v] = open_store(root, v, audit)  # reopened: cold key cache, as after a restart
     return opened, load_s, resources, generate_s
 
 
@@ -162,36 +213,47 @@ def run(
     workdir: Path,
     cache: bool,
     do_profile: bool,
+    profile_misses: bool,
+    audit: Audit = "none",
 ) -> Result:
     cache_note = " --cache" if cache else ""
     result = Result(
         "search",
         f"python -m bench search --patients {patients} --names {names} --rounds {rounds}"
-        + cache_note,
-        {"patients": patients, "family names": names, "rounds": rounds, "seed": seed},
+        + cache_note
+        + (f" --audit {audit}" if audit != "none" else ""),
+        {
+            "patients": patients,
+            "family names": names,
+            "rounds": rounds,
+            "seed": seed,
+            "audit sink": "NullAuditSink" if audit == "none" else "LedgerSink (production)",
+        },
     )
-    opened, load_s, resources, generate_s = _stores(workdir, patients, seed, cache)
+    opened, load_s, resources, generate_s = _stores(workdir, patients, seed, cache, audit)
     try:
         sample = sample_names(resources, names, seed)
         del resources
         rng = random.Random(seed)
         totals: dict[Variant, dict[str, int]] = {}
-        for v in VARIANTS:  # warm-up pass, and the result counts
-            totals[v] = _search_pass(opened[v], sample)[1]
+        cold: dict[Variant, Round] = {}
+        for v in VARIANTS:  # first pass: cold key cache; also the result counts
+            cold[v], totals[v] = _search_pass(opened[v], sample)
         if totals["encrypted"] != totals["plaintext"]:
             raise RuntimeError("the two stores answer the same search differently")
         per: dict[Variant, list[Round]] = {v: [] for v in VARIANTS}
-        for i in range(rounds):
+        for _ in range(rounds):
             order = list(sample)
             rng.shuffle(order)
-            for v in VARIANTS if i % 2 == 0 else tuple(reversed(VARIANTS)):
-                per[v].append(_search_pass(opened[v], order)[0])
+            for v, r in _interleaved_round(opened, order).items():
+                per[v].append(r)
         med = {
             v: Round(
                 median([x.p50_ms for x in per[v]]),
                 median([x.p99_ms for x in per[v]]),
                 median([x.mean_ms for x in per[v]]),
                 median([x.max_ms for x in per[v]]),
+                median([x.cpu_p50_ms for x in per[v]]),
                 {n: median([x.by_name_ms[n] for x in per[v]]) for n in sample},
             )
             for v in VARIANTS
@@ -215,7 +277,15 @@ def run(
             (
                 "search latency (median of rounds)",
                 table(
-                    ["variant", "p50 ms", "p99 ms", "mean ms", "max ms", "p50 by round"],
+                    [
+                        "variant",
+                        "p50 ms",
+                        "p99 ms",
+                        "mean ms",
+                        "max ms",
+                        "CPU p50 ms",
+                        "p50 by round",
+                    ],
                     [
                         (
                             v,
@@ -223,6 +293,7 @@ def run(
                             med[v].p99_ms,
                             med[v].mean_ms,
                             med[v].max_ms,
+                            med[v].cpu_p50_ms,
                             spread([x.p50_ms for x in per[v]]),
                         )
                         for v in VARIANTS
@@ -234,8 +305,21 @@ def run(
                             f"{enc.p99_ms / plain.p99_ms:.2f}x",
                             f"{enc.mean_ms / plain.mean_ms:.2f}x",
                             f"{enc.max_ms / plain.max_ms:.2f}x",
+                            f"{enc.cpu_p50_ms / plain.cpu_p50_ms:.2f}x",
                             "",
                         )
+                    ]
+                    + [
+                        (
+                            f"{v}, first pass (cold key cache)",
+                            cold[v].p50_ms,
+                            cold[v].p99_ms,
+                            cold[v].mean_ms,
+                            cold[v].max_ms,
+                            cold[v].cpu_p50_ms,
+                            "",
+                        )
+                        for v in VARIANTS
                     ],
                 ),
             )
@@ -304,7 +388,10 @@ def run(
             "by_name_ms": {v: med[v].by_name_ms for v in VARIANTS},
             "counts": counts,
         }
-        if do_profile or not all(ok for _, _, ok in result.targets):
+        if do_profile or (profile_misses and not all(ok for _, _, ok in result.targets)):
+            result.tables.append(
+                ("query plans (encrypted store)", explain(opened["encrypted"], top))
+            )
             worst = sorted(sample, key=lambda n: -counts[n])[:5]
             result.profile = (
                 f"one pass over all {len(sample)} names:\n"

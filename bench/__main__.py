@@ -19,11 +19,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import imports, read, search
+from . import audit, imports, read, search
 from .common import AUDITS, OUT, Result
 from .machine import describe, load_average, render
 
-COMMANDS = ("all", "read", "import", "search")
+COMMANDS = ("all", "read", "import", "search", "audit")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
         help="keep the loaded stores under bench/out/search-cache and reuse them",
     )
 
+    ledger_opts = argparse.ArgumentParser(add_help=False)
+    ledger_opts.add_argument("--events", type=int, help="events appended per round")
+    ledger_opts.add_argument("--proof-size", type=int, help="entries in the proof ledger")
+
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="phiguard benchmarks: encrypted vs plaintext in the same run. "
@@ -81,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser(
         "all",
-        parents=[common, audit_opts, read_opts, import_opts, search_opts],
+        parents=[common, audit_opts, read_opts, import_opts, search_opts, ledger_opts],
         help="every benchmark",
     )
     sub.add_parser(
@@ -89,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("import", parents=[common, import_opts], help="bulk Importer, Synthea bundles")
     sub.add_parser("search", parents=[common, audit_opts, search_opts], help="family-name search")
+    sub.add_parser(
+        "audit",
+        parents=[common, ledger_opts],
+        help="ledger appends, verification, proofs, cost on a read",
+    )
     return parser
 
 
@@ -105,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(args_list)
     quick: bool = args.quick
     rounds = _pick(args.rounds, quick, 3, 5)
-    todo = ("read", "import", "search") if args.command == "all" else (args.command,)
+    todo = ("read", "import", "search", "audit") if args.command == "all" else (args.command,)
 
     info = describe()
     print("# phiguard benchmarks")
@@ -138,6 +147,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     workdir=work,
                     do_profile=args.profile,
                     profile_misses=not quick,
+                )
+            elif name == "audit":
+                res = audit.run(
+                    events=_pick(args.events, quick, audit.QUICK_EVENTS, audit.DEFAULT_EVENTS),
+                    proof_size=_pick(
+                        args.proof_size, quick, audit.QUICK_PROOF_SIZE, audit.DEFAULT_PROOF_SIZE
+                    ),
+                    rounds=rounds,
+                    seed=args.seed,
+                    workdir=work,
                 )
             else:
                 res = search.run(

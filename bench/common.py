@@ -58,6 +58,7 @@ class Store:
     def close(self) -> None:
         if self.ledger is not None:
             self.ledger.close()
+            self.ledger.engine.dispose()
         self.engine.dispose()
 
 
@@ -67,7 +68,7 @@ def open_store(root: Path, variant: Variant, audit: Audit = "none") -> Store:
     Every opening gets a new engine and keyring, so the data-key cache starts cold
     (as after a server restart).  ``audit="none"`` is the ``NullAuditSink`` the test
     fixtures use; ``"ledger"`` is what ``phiguard.system`` wires in production (the
-    audit ledger in the same database, each call waiting for its entry to commit).
+    audit ledger in its own SQLite file, each call waiting for its entry to commit).
     """
     root.mkdir(parents=True, exist_ok=True)
     key_path = root / "kek.json"
@@ -79,7 +80,11 @@ def open_store(root: Path, variant: Variant, audit: Audit = "none") -> Store:
     migrate.upgrade(engine)
     keyring = Keyring(engine, provider)
     cipher = PlaintextCipherForBenchmarks() if variant == "plaintext" else None
-    ledger = Ledger(engine, keyring) if audit == "ledger" else None
+    ledger = None
+    if audit == "ledger":  # as in production under SQLite: the ledger's own database file
+        ledger_engine = make_engine(f"sqlite:///{root / 'audit.db'}")
+        migrate.upgrade(ledger_engine)
+        ledger = Ledger(ledger_engine, keyring)
     sink = LedgerSink(ledger) if ledger is not None else None
     return Store(variant, root, engine, Vault(engine, keyring, cipher=cipher, audit=sink), ledger)
 

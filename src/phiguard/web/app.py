@@ -8,8 +8,10 @@ logs and OperationOutcome errors.
 from __future__ import annotations
 
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -104,6 +106,18 @@ def create_app(
             response = await call_next(request)
         except Exception as exc:  # errors that escaped every handler: no details out
             response = error_response(exc)
+            # For the operator: what failed and where, never the message (it may quote
+            # data); the request id ties it to the client's error.
+            tb = traceback.extract_tb(exc.__traceback__)
+            where = f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else "?"
+            logger.error(
+                logs.line(
+                    t=time.time(),
+                    id=request.state.request_id,
+                    error=type(exc).__name__,
+                    where=where,
+                )
+            )
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         response.headers["X-Request-Id"] = request.state.request_id

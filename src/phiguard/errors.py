@@ -102,3 +102,27 @@ class BackupError(PhiGuardError):
 
 class ImportFailed(PhiGuardError):
     """An import input could not be read."""
+
+
+class IdentityError(PhiGuardError):
+    """Base of the identity domain: workforce accounts, passwords, second factors."""
+
+
+class PasswordPolicyError(IdentityError):
+    """A chosen password was refused; ``reason`` tells the user what to change.
+
+    The reason describes the rule that failed and never quotes the password, so the
+    message is safe to show, log or put in an OperationOutcome.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"password refused: {reason}")
+        self.reason = reason
+
+
+class InvalidPasswordHash(IdentityError):
+    """A stored password hash cannot be parsed: corruption or a foreign format."""
+
+
+class EnrolmentError(IdentityError):
+    """A second factor is not in the state the operation needs (missing, already set)."""

@@ -9,7 +9,6 @@ a worker makes both; homes isolate by key label prefix); and every subprocess ge
 
 from __future__ import annotations
 
-import functools
 import json
 import secrets
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from phiguard import config, system
+from phiguard import config
 from phiguard.store.tables import data_keys
 from tests.cli import assert_one_error_line, cli, cli_env, db, make_home, ok
 from tests.support.components import synthea_dir
@@ -79,24 +78,20 @@ def _read_in_new_process(home: Path, token: SoftHsmToken) -> dict[str, object]:
 
 
 @pytest.fixture
-def hsm_home(hsm_token: SoftHsmToken, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``init_home(key_provider="pkcs11")`` on the test token, with a KEK prefix of its own.
-
-    ``init_home`` takes no PKCS#11 settings (the ``[pkcs11]`` defaults name
-    /usr/lib/softhsm and a token labelled "phiguard"), so the test hands them in
-    through the Settings it builds; they are then written to phiguard.toml like any
-    other setting and every later command reads them from there.
-    """
+def hsm_home(hsm_token: SoftHsmToken, tmp_path: Path) -> Path:
+    """``init_home(key_provider="pkcs11")`` on the test token, with a KEK prefix of its own;
+    the settings are written to phiguard.toml and every later command reads them there."""
     pkcs11 = config.Pkcs11Settings(
         library=hsm_token.library,
         token_label=hsm_token.label,
         key_label_prefix=f"home-kek-{secrets.token_hex(4)}",
     )
-    monkeypatch.setattr(system, "Settings", functools.partial(config.Settings, pkcs11=pkcs11))
     home = make_home(
-        tmp_path / "home", key_provider="pkcs11", env={"PHIGUARD_PKCS11_PIN": hsm_token.pin}
+        tmp_path / "home",
+        key_provider="pkcs11",
+        pkcs11=pkcs11,
+        env={"PHIGUARD_PKCS11_PIN": hsm_token.pin},
     )
-    monkeypatch.undo()
     saved = config.load(home)
     assert saved.key_provider == "pkcs11"
     assert (saved.pkcs11.token_label, saved.pkcs11.library) == (MAIN, hsm_token.library)

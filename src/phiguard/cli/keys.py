@@ -56,8 +56,9 @@ def rewrap(home: HomeOption = None) -> None:
         task = bar.add_task("Rewrapping data keys", total=None)
         done = sys_.keyring.rewrap(progress=lambda d, t: bar.update(task, completed=d, total=t))
         bar.update(task, completed=done, total=max(done, 1))
-        sys_.record("kek-rewrap", keys=done, kek_version=sys_.provider.current_version())
-    console.print(f"Rewrapped {done} data keys under KEK v{sys_.provider.current_version()}.")
+        kek_version = sys_.provider.current_version()
+        sys_.record("kek-rewrap", keys=done, kek_version=kek_version)
+    console.print(f"Rewrapped {done} data keys under KEK v{kek_version}.")
 
 
 @app.command("rotate-data")

@@ -33,8 +33,12 @@ SHARED = "shared"
 INDEX_COMPARTMENT = "__blind-index__"
 BACKUP_COMPARTMENT = "__system__"
 AUDIT_COMPARTMENT = "__audit__"
-RESERVED = frozenset({INDEX_COMPARTMENT, BACKUP_COMPARTMENT, AUDIT_COMPARTMENT})
+IDENTITY_COMPARTMENT = "__identity__"
+RESERVED = frozenset(
+    {INDEX_COMPARTMENT, BACKUP_COMPARTMENT, AUDIT_COMPARTMENT, IDENTITY_COMPARTMENT}
+)
 _PENDING = "phiguard.pending_keys"
+_PENDING_LATEST = "phiguard.pending_latest"  # compartment -> newest pending version
 _VERIFIED = "phiguard.verified_keys"
 
 
@@ -42,6 +46,7 @@ def _forget_transaction_state(_dbapi_conn: Any, record: Any) -> None:
     """A connection back in the pool carries nothing of the transaction it ended."""
     if record is not None:
         record.info.pop(_PENDING, None)
+        record.info.pop(_PENDING_LATEST, None)
         record.info.pop(_VERIFIED, None)
 
 
@@ -69,7 +74,7 @@ class Keyring:
         tenant: str = "default",
         *,
         clock: Clock | None = None,
-        cache_size: int = 20_000,
+        cache_size: int = 100_000,
     ) -> None:
         self.engine = engine
         self.provider = provider
@@ -91,6 +96,7 @@ class Keyring:
 
     def _on_commit(self, conn: Connection) -> None:
         conn.info.pop(_VERIFIED, None)
+        conn.info.pop(_PENDING_LATEST, None)
         pending = conn.info.pop(_PENDING, None)
         if pending:
             for (compartment, version), sealer in pending.items():
@@ -100,6 +106,7 @@ class Keyring:
 
     def _on_rollback(self, conn: Connection) -> None:
         conn.info.pop(_VERIFIED, None)
+        conn.info.pop(_PENDING_LATEST, None)
         pending = conn.info.pop(_PENDING, None)
         if pending:
             with self._lock:
@@ -190,9 +197,9 @@ class Keyring:
                 verified.add((compartment, version))
                 return self.sealer(compartment, version, conn)
             self.forget(compartment)
-        pending = [v for (c, v) in conn.info.get(_PENDING, {}) if c == compartment]
-        if pending:
-            return self.sealer(compartment, max(pending), conn)
+        latest = conn.info.get(_PENDING_LATEST, {}).get(compartment)
+        if latest is not None:
+            return self.sealer(compartment, latest, conn)
         row = conn.execute(
             select(data_keys.c.version, data_keys.c.state)
             .where(data_keys.c.tenant == self.tenant, data_keys.c.compartment == compartment)
@@ -227,6 +234,8 @@ class Keyring:
         )
         sealer = Sealer(raw, version)
         self._pending(conn)[(compartment, version)] = sealer
+        latest: dict[str, int] = conn.info.setdefault(_PENDING_LATEST, {})
+        latest[compartment] = max(version, latest.get(compartment, 0))
         return sealer
 
     def is_shredded(self, compartment: str, conn: Connection | None = None) -> bool:

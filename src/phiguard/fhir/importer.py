@@ -35,6 +35,7 @@ from .bundles import BundleProcessor, EntryFailed
 NDJSON_BLOCK = 1000
 GROUP_COMMIT = 1000  # resources per transaction when units are small (Synthea bundles)
 PARALLEL_THRESHOLD = 3000  # resources; below this a process pool costs more than it saves
+VALIDATION_AHEAD = 4 * GROUP_COMMIT  # resources submitted for validation, not yet written
 SUFFIXES = (".json", ".ndjson", ".jsonl")
 
 
@@ -227,11 +228,16 @@ class Importer:
             return
         ctx = multiprocessing.get_context("fork")
         window: deque[tuple[Unit, Future[list[str]]]] = deque()
+        in_flight = 0
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             for unit in units:
                 window.append((unit, pool.submit(validate_unit, unit.bundle)))
-                if len(window) >= 4 * workers:
+                in_flight += unit.size
+                # Keep enough validation queued that the workers never wait while this
+                # process writes a group commit, and no more (a stream stays bounded).
+                if in_flight >= VALIDATION_AHEAD:
                     head, future = window.popleft()
+                    in_flight -= head.size
                     yield head, future.result()
             while window:
                 head, future = window.popleft()

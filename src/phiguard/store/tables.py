@@ -181,3 +181,41 @@ settings = Table(
 AUDIT_TABLES = frozenset(
     {"audit_entries", "audit_nodes", "audit_patients", "audit_checkpoints", "audit_keys"}
 )
+
+# --- identity (workforce accounts' credentials; see src/phiguard/identity/) -----------
+
+# TOTP shared secrets, sealed with the ``__identity__`` data key and bound to the user
+# id.  ``last_step`` is the newest accepted RFC 6238 time step (replay protection).
+totp_secrets = Table(
+    "totp_secrets",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("dek_version", Integer, nullable=False),
+    Column("confirmed", Boolean, nullable=False),
+    Column("last_step", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# Single-use recovery codes: salted SHA-256 of high-entropy codes, never the codes.
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column("user_id", String(128), nullable=False),
+    Column("code_hash", LargeBinary(32), nullable=False),
+    Column("salt", LargeBinary(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger, nullable=True),
+    PrimaryKeyConstraint("user_id", "code_hash"),
+)
+
+# Consecutive failed logins per account and the hard lock, so both survive restarts
+# and are shared by every process.
+account_throttle = Table(
+    "account_throttle",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("locked_until", BigInteger, nullable=True),
+    Column("last_failure", BigInteger, nullable=False),
+)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from phiguard.audit import merkle
+from phiguard.audit import verify as verify_module
 from phiguard.audit.ledger import Checkpoint, Ledger, decode_leaf
 from phiguard.audit.verify import verify
 from phiguard.records.vault import Vault
@@ -270,25 +271,30 @@ def test_standalone_verifier_accepts_real_proofs_and_refuses_forged(
         assert res.returncode == 1 and "FAILED" in res.stdout, (change, res.stdout)
 
 
-@pytest.mark.parametrize("kind", ["clean", "edit-left", "edit-right", "delete-left", "truncate"])
+@pytest.mark.parametrize(
+    "kind", ["clean", "edit-left", "edit-right", "delete-left", "delete-right", "truncate"]
+)
 def test_the_two_process_verification_finds_the_same(
-    ledger: Ledger, ledger_path: Path, kind: str
+    ledger: Ledger, ledger_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The verifier splits big logs at the RFC 9162 split point over two processes."""
     for start in range(0, 100, 20):
         fill(ledger, 20, start)
     ledger.checkpoint()
     ledger.engine.dispose()
-    # 100 entries: the split is at 64.
+    # 100 entries: the split is at 48.
     statements = {
         "edit-left": "UPDATE audit_entries SET leaf = CAST(leaf || x'00' AS BLOB) WHERE seq = 10",
         "edit-right": "UPDATE audit_entries SET leaf = leaf || x'00' WHERE seq = 70",
-        "delete-left": "DELETE FROM audit_entries WHERE seq = 63",
+        "delete-left": "DELETE FROM audit_entries WHERE seq = 30",
+        "delete-right": "DELETE FROM audit_entries WHERE seq = 63",
         "truncate": "DELETE FROM audit_entries WHERE seq >= 90",
     }
     if kind in statements:
         sql(ledger_path, statements[kind])
     serial = verify(ledger, workers=1)
+    # Split at 48 with blocks of 16 entries (the real split uses 2^16).
+    monkeypatch.setattr(verify_module, "BLOCK_LEVEL", 4)
     parallel = verify(ledger, workers=2, parallel_min=1)
     assert [f.message for f in parallel.findings] == [f.message for f in serial.findings]
     assert parallel.ok == (kind == "clean")

@@ -36,6 +36,7 @@ from .retention import load_archives
 
 BATCH = 20_000
 PARALLEL_MIN = 200_000  # below this, a second process costs more than it saves
+BLOCK_LEVEL = 16  # the split point is a multiple of 2^16 entries
 
 
 @dataclass
@@ -102,28 +103,30 @@ def verify(
             report.findings.append(finding)
 
     url = ledger.engine.url.render_as_string(hide_password=False)
-    k = merkle.split(total) if total >= 2 else total
     if workers > 1 and total >= parallel_min and not url.startswith("sqlite:///:memory:"):
-        # Two halves at the RFC 9162 split: MTH(0..s) = H(MTH(0..k), MTH(k..s)) for
-        # every size s in (k, n], so each half is scanned on its own core.
+        # Two halves split at a multiple of 2^BLOCK_LEVEL near the middle.  The right
+        # half merges subtrees only up to that level (alignment relative to its start
+        # is then absolute); its whole blocks and partial frontiers are appended to the
+        # left half's frontier here, exactly as appends would have built the tree.
+        m = (total // 2) >> BLOCK_LEVEL << BLOCK_LEVEL
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(2) as pool:
             left_async = pool.apply_async(
-                _scan, (url, 0, k, mac_key, capture, limit_findings, None, 0, archived)
+                _scan, (url, 0, m, mac_key, capture, limit_findings, None, 0, archived)
             )
             right_async = pool.apply_async(
-                _scan, (url, k, None, mac_key, capture, limit_findings, None, 0, archived)
+                _scan,
+                (url, m, None, mac_key, capture, limit_findings, None, 0, archived, BLOCK_LEVEL),
             )
             left, right = left_async.get(), right_async.get()
         scans = [left, right]
         roots = dict(left.roots)
-        left_root = left.roots.get(k)
-        if left_root is not None and not left.broken and left.end == k:
-            for size, part in right.roots.items():
-                roots[size] = merkle.node_hash(left_root, part)
-        expected = right.end if right.end > k or left.end == k else left.end
-        if left.end != k and right.count:
-            add(Finding("gap", f"entries {left.end}..{k - 1} are missing (deleted)", left.end))
+        if not left.broken and left.end == m:
+            for size, (done, partial) in right.partials.items():
+                roots[size] = _combine(left.frontier, m, right.blocks[:done], partial)
+        expected = right.end if right.end > m or left.end == m else left.end
+        if left.end != m and right.count:
+            add(Finding("gap", f"entries {left.end}..{m - 1} are missing (deleted)", left.end))
     else:
         only = _scan(url, 0, None, mac_key, capture, limit_findings, progress, total, archived)
         scans = [only]
@@ -189,6 +192,9 @@ class _Scan:
     end: int = 0  # one past the last sequence number seen
     count: int = 0
     archived: int = 0  # entries checked by MAC only (leaf archived, archive not given)
+    frontier: dict[int, bytes] = field(default_factory=dict)  # right-edge subtrees at the end
+    blocks: list[bytes] = field(default_factory=list)  # whole aligned blocks (right half)
+    partials: dict[int, tuple[int, dict[int, bytes]]] = field(default_factory=dict)
     broken: bool = False
     roots: dict[int, bytes] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
@@ -204,9 +210,16 @@ def _scan(
     progress: Callable[[int, int], None] | None = None,
     total: int = 0,
     archived: dict[int, bytes] | None = None,
+    block_level: int | None = None,
 ) -> _Scan:
     """Check entries [start, stop): position, leaf hash, MAC; fold the tree of the range
-    and keep its root at every size in ``capture`` (sizes counted from 0)."""
+    and keep its root at every size in ``capture`` (sizes counted from 0).
+
+    With ``block_level`` (a scan that starts at a multiple of 2^block_level), subtrees
+    are merged only up to that level: whole blocks are handed back in order, and at
+    each captured size the scan keeps how many blocks were done and the partial
+    frontier, for the caller to combine with the left part's frontier.
+    """
     out = _Scan(end=start)
     archived = archived or {}
     engine = make_throwaway_engine(url)
@@ -217,6 +230,7 @@ def _scan(
         hmac.compare_digest,
     )
     unpack_seq = struct.Struct(">Q").unpack_from
+    cap = -1 if block_level is None else block_level
     frontier: dict[int, bytes] = {}
     expected = start
     base_mac = blake2b(key=mac_key, digest_size=32)
@@ -301,22 +315,49 @@ def _scan(
                         lh = careful(seq, leaf, stored_hash, mac)
                     if not out.broken:
                         carry, level, size = lh, 0, expected - start
-                        while size >> level & 1:
+                        while level != cap and size >> level & 1:
                             carry = sha256(b"\x01" + frontier.pop(level) + carry).digest()
                             level += 1
-                        frontier[level] = carry
+                        if level == cap:
+                            out.blocks.append(carry)
+                        else:
+                            frontier[level] = carry
                     expected += 1
                     out.count += 1
                     if expected in capture and not out.broken:
-                        out.roots[expected] = _fold(frontier)
+                        if block_level is None:
+                            out.roots[expected] = _fold(frontier)
+                        else:
+                            out.partials[expected] = (len(out.blocks), dict(frontier))
                 if progress:
                     progress(expected, total)
     finally:
         engine.dispose()
     out.end = expected
-    if stop is not None and not out.broken:
-        out.roots[expected] = _fold(frontier)
+    out.frontier = frontier
     return out
+
+
+def _append_subtree(frontier: dict[int, bytes], size: int, level: int, value: bytes) -> int:
+    """Append a perfect subtree of 2^level leaves at ``size`` (a multiple of 2^level)."""
+    carry, lvl = value, level
+    while size >> lvl & 1:
+        carry = merkle.node_hash(frontier.pop(lvl), carry)
+        lvl += 1
+    frontier[lvl] = carry
+    return size + (1 << level)
+
+
+def _combine(
+    left: dict[int, bytes], size: int, blocks: list[bytes], partial: dict[int, bytes]
+) -> bytes:
+    """The root of the left frontier extended by whole blocks, then a partial frontier."""
+    frontier = dict(left)
+    for block in blocks:
+        size = _append_subtree(frontier, size, BLOCK_LEVEL, block)
+    for level in sorted(partial, reverse=True):
+        size = _append_subtree(frontier, size, level, partial[level])
+    return _fold(frontier)
 
 
 def _blob(value: object) -> bytes:

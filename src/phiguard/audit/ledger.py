@@ -301,18 +301,22 @@ class Ledger:
                 with self.keyring.engine.begin() as kconn:
                     sealer = self.keyring.sealer(AUDIT_COMPARTMENT, int(row.dek_version), kconn)
                 return SigningKey.open(sealer, bytes(row.sealed), aad("audit-signing", row.key_id))
-            key = SigningKey.generate()
-            conn.execute(
-                audit_keys.insert().values(
-                    key_id=key.key_id,
-                    public=key.public_raw,
-                    sealed=key.seal(self._sealer, aad("audit-signing", key.key_id)),
-                    dek_version=self._sealer.key_version,
-                    created_at=now_us(self.clock.now()),
-                    active=True,
-                )
+            return self._new_signing_key(conn)
+
+    def _new_signing_key(self, conn: Connection) -> SigningKey:
+        """A fresh checkpoint signing key, stored sealed under the ledger's data key."""
+        key = SigningKey.generate()
+        conn.execute(
+            audit_keys.insert().values(
+                key_id=key.key_id,
+                public=key.public_raw,
+                sealed=key.seal(self._sealer, aad("audit-signing", key.key_id)),
+                dek_version=self._sealer.key_version,
+                created_at=now_us(self.clock.now()),
+                active=True,
             )
-            return key
+        )
+        return key
 
     @property
     def public_key_b64(self) -> str:
@@ -607,17 +611,7 @@ class Ledger:
         """Start signing with a fresh key (old checkpoints keep verifying with theirs)."""
         with self.engine.begin() as conn:
             conn.execute(update(audit_keys).values(active=False))
-            key = SigningKey.generate()
-            conn.execute(
-                audit_keys.insert().values(
-                    key_id=key.key_id,
-                    public=key.public_raw,
-                    sealed=key.seal(self._sealer, aad("audit-signing", key.key_id)),
-                    dek_version=self._sealer.key_version,
-                    created_at=now_us(self.clock.now()),
-                    active=True,
-                )
-            )
+            key = self._new_signing_key(conn)
         self._signing = key
         return key.key_id
 

@@ -60,37 +60,29 @@ def _query(items: list[tuple[str, str]]) -> dict[str, Any]:
     return q
 
 
+def _event(ledger: Ledger, ctx: AccessContext, outcome: str, **extra: Any) -> AuditEvent:
+    return AuditEvent(
+        action="audit-search",
+        outcome=outcome,
+        principal=ctx.principal.reference,
+        purpose=ctx.purpose,
+        request_id=ctx.request_id,
+        recorded=ledger.clock.now(),
+        source=ctx.source,
+        **extra,
+    )
+
+
 def _search(
     ledger: Ledger, ctx: AccessContext, items: list[tuple[str, str]], record: Any
 ) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
     q = _query(items)
     if not _allowed(ctx):
-        record(
-            AuditEvent(
-                action="audit-search",
-                outcome="denied",
-                principal=ctx.principal.reference,
-                purpose=ctx.purpose,
-                request_id=ctx.request_id,
-                recorded=ledger.clock.now(),
-                source=ctx.source,
-            )
-        )
+        record(_event(ledger, ctx, "denied"))
         raise AccessDenied(reasons=["only privacy officers and security administrators"])
     total, docs = ledger.search(**q)
-    record(
-        AuditEvent(
-            action="audit-search",
-            outcome="success",
-            principal=ctx.principal.reference,
-            purpose=ctx.purpose,
-            request_id=ctx.request_id,
-            recorded=ledger.clock.now(),
-            source=ctx.source,
-            patient_ids=(q["patient"],) if "patient" in q else (),
-            detail={"total": total},
-        )
-    )
+    patients = (q["patient"],) if "patient" in q else ()
+    record(_event(ledger, ctx, "success", patient_ids=patients, detail={"total": total}))
     return total, docs, q
 
 

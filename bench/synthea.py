@@ -10,7 +10,13 @@ from pathlib import Path
 from phiguard.fhir.importer import Importer, ImportReport, Unit, read_units
 from phiguard.records.repository import Repository
 
-FIXTURES = Path(os.environ.get("PHIGUARD_SYNTHEA", "/work/shared/fixtures/synthea"))
+# ../shared beside the project, as the tests find it; PHIGUARD_SYNTHEA overrides.
+FIXTURES = Path(
+    os.environ.get(
+        "PHIGUARD_SYNTHEA",
+        str(Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "synthea"),
+    )
+)
 
 # The first 28 hex digits of a UUID, then the last 4, which carry the repetition number.
 _UUID = re.compile(

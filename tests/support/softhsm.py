@@ -21,9 +21,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
+
+from tests.support.components import unavailable
 
 LIBRARY_CANDIDATES = (
     "/usr/lib/softhsm/libsofthsm2.so",
@@ -45,17 +46,6 @@ class SoftHsmToken:
 
 _conf: Path | None = None
 _tokens: dict[str, SoftHsmToken] = {}
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() == "true"
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip, or fail under ``CI=true``."""
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: a missing component is a failure, not a skip)")
-    pytest.skip(reason)
 
 
 def find_library(candidates: tuple[str, ...] = LIBRARY_CANDIDATES) -> str | None:

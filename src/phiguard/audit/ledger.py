@@ -471,15 +471,7 @@ class Ledger:
             _executemany(conn, _SQL_PATIENT, patients)
             if due:
                 checkpoint = self._sign(size, _root_from_frontier(frontier, size))
-                conn.execute(
-                    audit_checkpoints.insert().values(
-                        size=checkpoint.size,
-                        root=checkpoint.root,
-                        signed_at=checkpoint.signed_at_us,
-                        key_id=checkpoint.key_id,
-                        signature=checkpoint.signature,
-                    )
-                )
+                _store_checkpoint(conn, checkpoint)
         with self._lock:
             self._size, self._frontier = size, frontier
         if checkpoint is not None:
@@ -500,15 +492,7 @@ class Ledger:
             if latest is not None and latest.size == size:
                 return latest
             cp = self._sign(size, _root_from_frontier(frontier, size))
-            conn.execute(
-                audit_checkpoints.insert().values(
-                    size=cp.size,
-                    root=cp.root,
-                    signed_at=cp.signed_at_us,
-                    key_id=cp.key_id,
-                    signature=cp.signature,
-                )
-            )
+            _store_checkpoint(conn, cp)
         self._last_checkpoint = time.monotonic()
         return cp
 
@@ -634,6 +618,18 @@ class Ledger:
             key = self._new_signing_key(conn)
         self._signing = key
         return key.key_id
+
+
+def _store_checkpoint(conn: Connection, cp: Checkpoint) -> None:
+    conn.execute(
+        audit_checkpoints.insert().values(
+            size=cp.size,
+            root=cp.root,
+            signed_at=cp.signed_at_us,
+            key_id=cp.key_id,
+            signature=cp.signature,
+        )
+    )
 
 
 def _root_from_frontier(frontier: dict[int, bytes], size: int) -> bytes:

@@ -39,7 +39,9 @@ def live_server(home: Path, token: str, env: dict[str, str]) -> Iterator[LiveSer
     log = open(home / "serve.out", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "phiguard.cli", "serve", "--home", str(home), "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
     )
     base = f"http://127.0.0.1:{port}"
     try:

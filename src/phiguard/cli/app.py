@@ -17,6 +17,7 @@ from . import audit as audit_cmd
 from . import backup as backup_cmd
 from . import data, home, patient
 from . import keys as keys_cmd
+from . import users as users_cmd
 
 app = typer.Typer(
     name="phiguard",
@@ -31,6 +32,7 @@ app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(backup_cmd.app, name="backup")
 app.add_typer(patient.app, name="patient")
 app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(users_cmd.app, name="user")
 
 
 def main() -> None:

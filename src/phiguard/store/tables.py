@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    true,
 )
 
 metadata = MetaData()
@@ -218,4 +219,40 @@ account_throttle = Table(
     Column("failures", Integer, nullable=False),
     Column("locked_until", BigInteger, nullable=True),
     Column("last_failure", BigInteger, nullable=False),
+)
+
+# Workforce accounts.  ``roles`` is a JSON array (text, so SQLite and PostgreSQL store
+# it alike); ``password_hash`` is argon2id in PHC format, never a password.
+# ``terminated_at`` is the effective termination date that monitoring compares access
+# times with, so it may lie before the moment the account was terminated.
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("display_name", String(200), nullable=False),
+    Column("email", String(254), nullable=False),
+    Column("practitioner_id", String(64), nullable=True),
+    Column("roles", Text, nullable=False),
+    Column("department", String(128), nullable=True),
+    Column("status", String(16), nullable=False),  # active | suspended | terminated
+    Column("password_hash", String(256), nullable=False),
+    Column("password_changed_at", BigInteger, nullable=False),
+    Column("mfa_required", Boolean, nullable=False, default=True, server_default=true()),
+    Column("created_at", BigInteger, nullable=False),
+    Column("suspended_at", BigInteger, nullable=True),
+    Column("terminated_at", BigInteger, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_users_tenant_status", "tenant", "status"),
+    Index("ix_users_practitioner", "tenant", "practitioner_id"),
+)
+
+# Per account, the moment before which every credential issued to it (sessions, OAuth
+# tokens) is void: set on suspension, termination, password change and MFA reset.
+# One row per account that was ever revoked; the time only moves forward.
+revocations = Table(
+    "revocations",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("revoked_before", BigInteger, nullable=False),
 )

@@ -25,8 +25,9 @@ TEST_PASSPHRASE = "test passphrase that is long enough"
 
 @pytest.fixture
 def keyfile(tmp_path: Path) -> LocalKeyFile:
-    return LocalKeyFile.create(tmp_path / "keys" / "kek.json", TEST_PASSPHRASE,
-                               scrypt_params=FAST_SCRYPT)
+    return LocalKeyFile.create(
+        tmp_path / "keys" / "kek.json", TEST_PASSPHRASE, scrypt_params=FAST_SCRYPT
+    )
 
 
 @pytest.fixture
@@ -40,8 +41,9 @@ def audit_sink() -> ListAuditSink:
 
 
 @pytest.fixture
-def vault(tmp_path: Path, keyfile: LocalKeyFile, clock: FixedClock,
-          audit_sink: ListAuditSink) -> Iterator[Vault]:
+def vault(
+    tmp_path: Path, keyfile: LocalKeyFile, clock: FixedClock, audit_sink: ListAuditSink
+) -> Iterator[Vault]:
     engine = make_engine(f"sqlite:///{tmp_path / 'db' / 'phiguard.db'}")
     migrate.upgrade(engine)
     yield Vault(engine, Keyring(engine, keyfile, clock=clock), clock=clock, audit=audit_sink)

@@ -126,3 +126,19 @@ class InvalidPasswordHash(IdentityError):
 
 class EnrolmentError(IdentityError):
     """A second factor is not in the state the operation needs (missing, already set)."""
+
+
+class AccessError(PhiGuardError):
+    """Base of the access domain: the policy engine and its configuration."""
+
+
+class PolicyLoadError(AccessError):
+    """A policy set was refused at load; the set loaded before it stays in force.
+
+    ``problems`` lists each reason (syntax, schema validation, missing ``@id``, a mask
+    naming an unknown policy...), naming files and policy ids, never request data.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("policy set refused: " + "; ".join(problems))
+        self.problems = problems

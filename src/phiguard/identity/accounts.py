@@ -53,6 +53,7 @@ from sqlalchemy.exc import IntegrityError
 from phiguard.audit.events import AuditEvent, AuditSink
 from phiguard.clock import Clock
 from phiguard.errors import AuthenticationError, IdentityError, InvalidPasswordHash
+from phiguard.roles import ROLES as ROLES  # re-exported for the CLI
 from phiguard.store.engine import from_us, now_us
 from phiguard.store.tables import revocations, users
 
@@ -65,16 +66,6 @@ from .totp import TotpStore
 if TYPE_CHECKING:
     from phiguard.system import System
 
-ROLES = (
-    "physician",
-    "nurse",
-    "registration",
-    "billing",
-    "him",
-    "researcher",
-    "privacy_officer",
-    "security_admin",
-)
 Status = Literal["active", "suspended", "terminated"]
 STATUSES: tuple[Status, ...] = ("active", "suspended", "terminated")
 MfaStep = Literal["verify", "enrol", "none"]

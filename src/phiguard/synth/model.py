@@ -14,28 +14,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from phiguard.roles import ROLES as ROLES  # re-exported: synth users import them here
+from phiguard.roles import Role as Role
 from phiguard.synth.codes import ObservationCategory, Sensitivity
 
-Role = Literal[
-    "physician",
-    "nurse",
-    "registration",
-    "billing",
-    "him",
-    "researcher",
-    "privacy_officer",
-    "security_admin",
-]
-ROLES: Final[tuple[Role, ...]] = (
-    "physician",
-    "nurse",
-    "registration",
-    "billing",
-    "him",
-    "researcher",
-    "privacy_officer",
-    "security_admin",
-)
 CLINICAL_ROLES: Final[frozenset[Role]] = frozenset({"physician", "nurse"})
 
 Gender = Literal["male", "female", "other", "unknown"]

@@ -13,6 +13,7 @@ import typer
 
 from phiguard.errors import PhiGuardError
 
+from . import access as access_cmd
 from . import audit as audit_cmd
 from . import backup as backup_cmd
 from . import data, home, patient
@@ -33,6 +34,7 @@ app.add_typer(backup_cmd.app, name="backup")
 app.add_typer(patient.app, name="patient")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(users_cmd.app, name="user")
+app.add_typer(access_cmd.app, name="access")
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     true,
 )
 
@@ -255,4 +256,24 @@ revocations = Table(
     metadata,
     Column("user_id", String(128), primary_key=True),
     Column("revoked_before", BigInteger, nullable=False),
+)
+
+# WebAuthn (passkey / security key) credentials; several per account.  The public key
+# is COSE-encoded as the authenticator sent it (public, so stored in the clear);
+# ``credential_id`` is base64url.  ``sign_count`` is the authenticator's signature
+# counter, and ``flagged_clone`` is set when it went backwards: the credential is then
+# refused until an administrator removes it.  ``transports`` is a JSON array.
+webauthn_credentials = Table(
+    "webauthn_credentials",
+    metadata,
+    Column("credential_id", String(1400), primary_key=True),
+    Column("user_id", String(128), nullable=False),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("sign_count", BigInteger, nullable=False),
+    Column("transports", Text, nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_used_at", BigInteger, nullable=True),
+    Column("flagged_clone", Boolean, nullable=False, default=False, server_default=false()),
+    Index("ix_webauthn_credentials_user", "user_id"),
 )

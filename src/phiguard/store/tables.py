@@ -277,3 +277,24 @@ webauthn_credentials = Table(
     Column("flagged_clone", Boolean, nullable=False, default=False, server_default=false()),
     Index("ix_webauthn_credentials_user", "user_id"),
 )
+
+# Server-side console sessions.  ``id_hash`` is the SHA-256 (hex) of the 256-bit random
+# session id; the id itself lives only in the cookie, so a database dump opens no
+# session.  ``csrf_hash`` likewise holds only the SHA-256 of the CSRF token.  ``aal``
+# is 1 (password only) or 2 (password and a second factor); ``reauth_at`` is the last
+# time the user proved who they are (log-in, step-up or re-authentication).
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=False),
+    Column("aal", Integer, nullable=False),
+    Column("reauth_at", BigInteger, nullable=False),
+    Column("address", String(64), nullable=True),
+    Column("user_agent", String(200), nullable=True),
+    Column("revoked", Boolean, nullable=False, default=False, server_default=false()),
+    Column("csrf_hash", String(64), nullable=False),
+    Index("ix_sessions_user", "user_id"),
+)

@@ -474,20 +474,10 @@ class Accounts:
         self.policy.check(new, _context(account), self.breached)
         password_hash = self.hashing.hash_password(new)
         now = self.clock.now()
-        at = now_us(now)
         with self.engine.begin() as conn:
-            changed = conn.execute(
-                update(users)
-                .where(
-                    users.c.user_id == user_id,
-                    users.c.tenant == self.tenant,
-                    users.c.status != "terminated",
-                )
-                .values(password_hash=password_hash, password_changed_at=at, updated_at=at)
-            )
-            if changed.rowcount != 1:
+            guard = users.c.status != "terminated"
+            if not self._store_password(conn, user_id, password_hash, now, guard):
                 raise AccountError(f"account {user_id} changed meanwhile; nothing was reset")
-            self._revoke(conn, user_id, at)
             self._record(conn, "password-reset", by, now, source, request_id, account=user_id)
         return self.get(user_id)
 
@@ -522,22 +512,17 @@ class Accounts:
         self.policy.check(new, _context(account), self.breached)
         password_hash = self.hashing.hash_password(new)
         now = self.clock.now()
-        at = now_us(now)
         with self.engine.begin() as conn:
             # Conditional on the hash just verified: of two concurrent changes, one wins.
-            changed = conn.execute(
-                update(users)
-                .where(
-                    users.c.user_id == user_id,
-                    users.c.tenant == self.tenant,
-                    users.c.password_hash == row.password_hash,
-                    users.c.status == "active",
-                )
-                .values(password_hash=password_hash, password_changed_at=at, updated_at=at)
-            )
-            if changed.rowcount != 1:
+            if not self._store_password(
+                conn,
+                user_id,
+                password_hash,
+                now,
+                users.c.password_hash == row.password_hash,
+                users.c.status == "active",
+            ):
                 raise AccountError("the password was changed meanwhile; nothing was changed")
-            self._revoke(conn, user_id, at)
             self._record(
                 conn,
                 "password-change",
@@ -724,6 +709,27 @@ class Accounts:
         return conn.execute(
             select(users).where(users.c.user_id == user_id, users.c.tenant == self.tenant)
         ).first()
+
+    def _store_password(
+        self, conn: Connection, user_id: str, password_hash: str, now: dt.datetime, *guards: Any
+    ) -> bool:
+        """Store a new password hash if ``guards`` still hold, and revoke every session
+        and token issued before it; False if the row changed meanwhile.  (Hash before
+        the transaction: argon2 takes ~130 ms, too long to hold a write lock.)"""
+        at = now_us(now)
+        changed = conn.execute(
+            update(users)
+            .where(users.c.user_id == user_id, users.c.tenant == self.tenant, *guards)
+            .values(
+                password_hash=password_hash,
+                password_changed_at=at,
+                updated_at=at,
+            )
+        )
+        if changed.rowcount != 1:
+            return False
+        self._revoke(conn, user_id, at)
+        return True
 
     def _revoke(self, conn: Connection, user_id: str, at: int) -> None:
         """Move ``revoked_before`` forward to ``at`` (never backward)."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, and_, func, select
 
 from phiguard.clock import isoformat
+from phiguard.crypto.envelope import aad
 from phiguard.crypto.keyring import SHARED
 from phiguard.errors import (
     AccessDenied,
@@ -198,8 +199,6 @@ class Repository:
 
     # -- sealing ---------------------------------------------------------------------
     def _aad(self, rtype: str, rid: str, version: int, compartment: str) -> bytes:
-        from phiguard.crypto.envelope import aad
-
         return aad(self.tenant, rtype, rid, version, compartment)
 
     def _open(self, conn: Connection, row: Any) -> StoredResource:

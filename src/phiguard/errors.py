@@ -142,3 +142,7 @@ class PolicyLoadError(AccessError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("policy set refused: " + "; ".join(problems))
         self.problems = problems
+
+
+class MonitorError(PhiGuardError):
+    """A monitoring source, mapping, scan or alert action could not be carried out."""

@@ -31,6 +31,8 @@ class AccessContext:
     tenant: str = "default"
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     source: str = ""  # client address or "cli"
+    # SMART launch context: a ``patient/`` scoped token may reach only this patient.
+    launch_patient: str | None = None
 
 
 SYSTEM = Principal(id="phiguard", kind="system", display="phiguard (internal)")

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -298,3 +299,245 @@ sessions = Table(
     Column("csrf_hash", String(64), nullable=False),
     Index("ix_sessions_user", "user_id"),
 )
+
+# --- OAuth2 / SMART on FHIR (see src/phiguard/identity/tokens.py, oauth.py) ---------
+
+# Registered applications.  ``kind``: ``public`` (a browser or mobile app: PKCE, no
+# secret), ``backend`` (SMART Backend Services: authenticates with a JWT signed by a
+# key in ``jwks``).  ``jwks`` holds public keys only.  ``scopes`` is the space-separated
+# ceiling of what the client may ever be granted; ``redirect_uris`` a JSON array.
+oauth_clients = Table(
+    "oauth_clients",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("redirect_uris", Text, nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("jwks", Text, nullable=True),
+    Column("roles", Text, nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+# Authorization codes (single use, 60 s), kept only as SHA-256 of the code.
+oauth_codes = Table(
+    "oauth_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=False),
+    Column("code_challenge_method", String(8), nullable=False),
+    Column("nonce", String(256), nullable=True),
+    Column("patient", String(64), nullable=True),
+    Column("auth_time", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used", Boolean, nullable=False, default=False, server_default=false()),
+)
+
+# Refresh tokens, as SHA-256.  Each use rotates the token (``rotated_at`` set, a new
+# row in the same ``family_id``); presenting a rotated token again is reuse: the whole
+# family is revoked.
+oauth_refresh_tokens = Table(
+    "oauth_refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("family_id", String(64), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("patient", String(64), nullable=True),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("rotated_at", BigInteger, nullable=True),
+    Column("revoked", Boolean, nullable=False, default=False, server_default=false()),
+    Index("ix_oauth_refresh_family", "family_id"),
+    Index("ix_oauth_refresh_user", "user_id"),
+)
+
+# Access tokens revoked before they expired (by id); rows are purged after expiry.
+oauth_revoked_tokens = Table(
+    "oauth_revoked_tokens",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+# Ids of client assertions (private_key_jwt) already used: each may be used once.
+oauth_assertions = Table(
+    "oauth_assertions",
+    metadata,
+    Column("key", String(64), primary_key=True),  # SHA-256 of client_id + jti
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+# --- privacy monitoring (see src/phiguard/monitor/ and docs/monitoring.md) ------------
+# Begin of the monitoring block: datasets at rest, alerts, cases, notes, suppression.
+
+# One row per ingested file (or extraction from the ledger).  ``digest`` is a keyed
+# hash (HMAC under a key derived from the ``__monitor__`` data key) of the file's
+# bytes, so a reload of the same export is recognised without storing anything that
+# confirms a guess about its content.  ``state``: loading | active | replaced.
+monitor_loads = Table(
+    "monitor_loads",
+    metadata,
+    Column("load_id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # access | staff | patients | care | auth
+    Column("digest", String(64), nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("rejected", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("loaded_at", BigInteger, nullable=False),
+    Column("loaded_by", String(200), nullable=False),
+    Index("ix_monitor_loads_kind", "tenant", "kind", "state"),
+)
+
+# The rows of a load: Arrow IPC bytes of a Polars frame, sealed with the
+# ``__monitor__`` data key and bound to (tenant, kind, load, chunk).  ``first_at`` and
+# ``last_at`` bound the chunk's event times (access and auth only) so a scan ``since``
+# a date opens only the chunks it needs.
+monitor_chunks = Table(
+    "monitor_chunks",
+    metadata,
+    Column("load_id", String(32), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("first_at", BigInteger, nullable=True),
+    Column("last_at", BigInteger, nullable=True),
+    Column("dek_version", Integer, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("load_id", "seq"),
+)
+
+# Alerts, keyed by the detector's deterministic id (a re-scan finds the same id and
+# adds nothing).  Identifiers and the score are in the clear for the queue; the
+# reason, evidence and source rows may quote PHI, so they are sealed (``sealed``).
+# ``status``: open | in-review | closed | suppressed.
+monitor_alerts = Table(
+    "monitor_alerts",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("detector", String(64), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("patient_ids", Text, nullable=False),  # JSON array
+    Column("score", Float, nullable=False),
+    Column("first_event_at", BigInteger, nullable=False),
+    Column("last_event_at", BigInteger, nullable=False),
+    Column("dek_version", Integer, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("case_id", String(64), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("assignee", String(200), nullable=True),
+    Column("disposition", String(32), nullable=True),
+    Column("suppressed_by", String(32), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("closed_at", BigInteger, nullable=True),
+    Column("notified_at", BigInteger, nullable=True),
+    Index("ix_monitor_alerts_queue", "tenant", "status", "score"),
+    Index("ix_monitor_alerts_user", "tenant", "user_id"),
+    Index("ix_monitor_alerts_case", "case_id"),
+)
+
+# Which alerts name which patient: the patient drill-down without parsing JSON.
+monitor_alert_patients = Table(
+    "monitor_alert_patients",
+    metadata,
+    Column("patient_id", String(64), nullable=False),
+    Column("alert_id", String(64), nullable=False),
+    PrimaryKeyConstraint("patient_id", "alert_id"),
+    Index("ix_monitor_alert_patients_alert", "alert_id"),
+)
+
+# Cases group one user's alerts; same status vocabulary and sealing as alerts.
+monitor_cases = Table(
+    "monitor_cases",
+    metadata,
+    Column("case_id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("patient_ids", Text, nullable=False),  # JSON array
+    Column("score", Float, nullable=False),
+    Column("opened_at", BigInteger, nullable=False),
+    Column("dek_version", Integer, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("assignee", String(200), nullable=True),
+    Column("disposition", String(32), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("closed_at", BigInteger, nullable=True),
+    Column("notified_at", BigInteger, nullable=True),
+    Index("ix_monitor_cases_queue", "tenant", "status", "score"),
+    Index("ix_monitor_cases_user", "tenant", "user_id"),
+)
+
+# Reviewers' notes on an alert or a case, sealed (they may quote PHI).
+monitor_notes = Table(
+    "monitor_notes",
+    metadata,
+    Column("note_id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("target", String(64), nullable=False),  # an alert or case id
+    Column("author", String(200), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("dek_version", Integer, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Index("ix_monitor_notes_target", "target", "created_at"),
+)
+
+# Suppression rules: a detector with a user and/or a patient, until ``expires_at``.
+# A new alert a live rule matches is stored with status ``suppressed``, not queued.
+# The reason is sealed (it may say why a relationship is benign).
+monitor_suppressions = Table(
+    "monitor_suppressions",
+    metadata,
+    Column("rule_id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("detector", String(64), nullable=False),
+    Column("user_id", String(128), nullable=True),
+    Column("patient_id", String(64), nullable=True),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("dek_version", Integer, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Index("ix_monitor_suppressions_detector", "tenant", "detector", "expires_at"),
+)
+
+# A placeholder until incident management exists (``program/incidents``): closing an
+# alert or case as ``breach`` writes one row here for that module to take over
+# (it sets ``incident_id`` and ``taken_at``).  Nothing else reads it yet.
+monitor_incident_referrals = Table(
+    "monitor_incident_referrals",
+    metadata,
+    Column("referral_id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("alert_id", String(64), nullable=True),
+    Column("case_id", String(64), nullable=True),
+    Column("referred_by", String(200), nullable=False),
+    Column("referred_at", BigInteger, nullable=False),
+    Column("incident_id", String(64), nullable=True),
+    Column("taken_at", BigInteger, nullable=True),
+    Index("ix_monitor_referrals_open", "tenant", "taken_at"),
+)
+
+# Where a follower stopped (``watch``: the next ledger sequence number to read).
+monitor_cursors = Table(
+    "monitor_cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# End of the monitoring block.

@@ -27,6 +27,7 @@ from phiguard.fhir import auditevents
 from phiguard.fhir.outcome import ApiError, FhirResponse, error_response, outcome
 from phiguard.fhir.paging import PageStore
 from phiguard.fhir.routes import router as fhir_router
+from phiguard.identity.tokens import TokenService
 from phiguard.records.context import AccessContext
 from phiguard.system import System, authenticate_api_token
 
@@ -51,16 +52,34 @@ SECURITY_HEADERS = {
 }
 
 
-def bearer_authenticator(system: System) -> Callable[[Request], AccessContext]:
-    """Authenticates operator bearer tokens (the bootstrap token until identity lands)."""
+def bearer_authenticator(
+    system: System, tokens: TokenService | None = None
+) -> Callable[[Request], AccessContext]:
+    """Authenticates bearer tokens: OAuth2 access tokens (JWTs) and operator API tokens.
+
+    An OAuth token is verified (signature, issuer, audience, expiry), then checked live
+    (revoked id, account suspended or terminated since issue) on every request, so a
+    termination takes effect at the next call.  Users act for treatment unless they
+    say otherwise; operators for operations.
+    """
+    token_service = tokens or TokenService.from_system(system)
 
     def authenticate(request: Request) -> AccessContext:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise AuthenticationError()
-        principal = authenticate_api_token(system, token.strip())
-        purpose = request.headers.get("x-purpose-of-use", "HOPERAT").upper()
+        launch_patient: str | None = None
+        if token.count(".") == 2:
+            claims = token_service.verify(token)
+            principal = token_service.live_principal(claims)
+            launch_patient = claims.patient
+            default_purpose = "TREAT"
+        else:
+            principal = authenticate_api_token(system, token)
+            default_purpose = "HOPERAT"
+        purpose = request.headers.get("x-purpose-of-use", default_purpose).upper()
         if purpose not in PURPOSES:
             raise ApiError(400, "invalid", "unknown purpose of use")
         return AccessContext(
@@ -69,6 +88,7 @@ def bearer_authenticator(system: System) -> Callable[[Request], AccessContext]:
             tenant=system.settings.tenant,
             request_id=request.state.request_id,
             source=request.client.host if request.client else "",
+            launch_patient=launch_patient,
         )
 
     return authenticate
@@ -89,7 +109,8 @@ def create_app(
     )
     app.state.vault = system.vault
     app.state.system = system
-    app.state.authenticate = authenticate or bearer_authenticator(system)
+    app.state.tokens = TokenService.from_system(system)
+    app.state.authenticate = authenticate or bearer_authenticator(system, app.state.tokens)
     app.state.max_body_bytes = system.settings.max_body_bytes
     app.state.pages = PageStore()
     app.state.base_url = system.settings.base_url.rstrip("/")

@@ -27,11 +27,14 @@ from phiguard.fhir import auditevents
 from phiguard.fhir.outcome import ApiError, FhirResponse, error_response, outcome
 from phiguard.fhir.paging import PageStore
 from phiguard.fhir.routes import router as fhir_router
+from phiguard.identity.accounts import Accounts
+from phiguard.identity.sessions import SessionStore
 from phiguard.identity.tokens import TokenService
 from phiguard.records.context import AccessContext
 from phiguard.system import System, authenticate_api_token
 
 from . import logs
+from .console.session import Console
 
 PURPOSES = frozenset({"TREAT", "ETREAT", "BTG", "HPAYMT", "HOPERAT", "HRESCH", "PUBHLTH"})
 
@@ -110,6 +113,12 @@ def create_app(
     app.state.vault = system.vault
     app.state.system = system
     app.state.tokens = TokenService.from_system(system)
+    accounts = Accounts.from_system(system)
+    app.state.console = Console(
+        accounts=accounts,
+        sessions=SessionStore(system.engine, system.clock, is_revoked=accounts.is_revoked),
+        secure_cookies=bool(system.settings.tls_cert),
+    )
     app.state.authenticate = authenticate or bearer_authenticator(system, app.state.tokens)
     app.state.max_body_bytes = system.settings.max_body_bytes
     app.state.pages = PageStore()

@@ -338,6 +338,10 @@ oauth_codes = Table(
     Column("auth_time", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("used", Boolean, nullable=False, default=False, server_default=false()),
+    # What the code was exchanged for, so that presenting it again revokes those tokens.
+    Column("family_id", String(64), nullable=True),
+    Column("access_jti", String(64), nullable=True),
+    Column("access_expires_at", BigInteger, nullable=True),
 )
 
 # Refresh tokens, as SHA-256.  Each use rotates the token (``rotated_at`` set, a new
@@ -356,7 +360,11 @@ oauth_refresh_tokens = Table(
     Column("expires_at", BigInteger, nullable=False),
     Column("rotated_at", BigInteger, nullable=True),
     Column("revoked", Boolean, nullable=False, default=False, server_default=false()),
+    # The access token issued with this refresh token: revoked with the family.
+    Column("access_jti", String(64), nullable=True),
+    Column("access_expires_at", BigInteger, nullable=True),
     Index("ix_oauth_refresh_family", "family_id"),
+    Index("ix_oauth_refresh_client", "client_id"),
     Index("ix_oauth_refresh_user", "user_id"),
 )
 
@@ -375,6 +383,101 @@ oauth_assertions = Table(
     Column("key", String(64), primary_key=True),  # SHA-256 of client_id + jti
     Column("expires_at", BigInteger, nullable=False),
 )
+
+# RSA keys that sign OpenID Connect id_tokens (RS256).  The private key is sealed with
+# the ``__identity__`` data key (version ``dek_version``); the public JWK is served at
+# ``/.well-known/jwks.json``.  Retired keys stay listed until their tokens expire.
+oauth_signing_keys = Table(
+    "oauth_signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("public_jwk", Text, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("dek_version", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False, default=True, server_default=true()),
+)
+
+# --- access control (see src/phiguard/access/ and docs/access.md) -------------------
+# Begin of the access block: relationship index, staff roles, break-the-glass, policies.
+
+# The relationship index: per source resource (CareTeam, Encounter, Appointment,
+# EpisodeOfCare, Consent, Patient), the facts access decisions need, sealed with the
+# patient's own data key and bound to (tenant, source key, patient compartment).
+# ``patient_key`` and ``source_key`` are keyed HMACs (blind-index keys), so the table
+# names no patient, practitioner, department or date; shredding the patient's key
+# makes its rows unreadable.  Derived data: ``phiguard access reindex`` rebuilds it.
+access_facts = Table(
+    "access_facts",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("source_key", LargeBinary(16), nullable=False),
+    Column("patient_key", LargeBinary(16), nullable=False),
+    Column("dek_version", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("tenant", "source_key"),
+    Index("ix_access_facts_patient", "tenant", "patient_key"),
+)
+
+# PractitionerRole -> Practitioner and department (staff directory, not PHI), so a
+# participant named by its PractitionerRole is matched to the user behind it.
+access_practitioner_roles = Table(
+    "access_practitioner_roles",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("role_id", String(64), nullable=False),
+    Column("practitioner_id", String(64), nullable=False),
+    Column("organization_id", String(64), nullable=True),
+    Column("active", Boolean, nullable=False),
+    PrimaryKeyConstraint("tenant", "role_id"),
+    Index("ix_access_practitioner_roles", "tenant", "practitioner_id"),
+)
+
+# Break-the-glass grants, each also the review task it opened.  ``patient_id`` is a
+# resource id (in the clear like the compartments of resource_heads); the reason and
+# the reviewer's note may describe the patient, so they are sealed with the
+# ``__identity__`` data key (``reason``/``note``, with their key versions).
+# ``review_status``: open | closed.
+access_break_glass = Table(
+    "access_break_glass",
+    metadata,
+    Column("grant_id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("purpose", String(16), nullable=False),
+    Column("declared_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("ended_at", BigInteger, nullable=True),
+    Column("reason_dek_version", Integer, nullable=False),
+    Column("reason", LargeBinary, nullable=False),
+    Column("review_status", String(16), nullable=False),
+    Column("reviewed_by", String(64), nullable=True),
+    Column("reviewed_at", BigInteger, nullable=True),
+    Column("note_dek_version", Integer, nullable=True),
+    Column("note", LargeBinary, nullable=True),
+    Index("ix_access_break_glass_user", "tenant", "user_id", "expires_at"),
+    Index("ix_access_break_glass_review", "tenant", "review_status"),
+)
+
+# Every policy set the security administrator installed (policies are not PHI: the
+# texts are stored in the clear).  The newest generation is the running set; servers
+# poll ``max(generation)`` and load a newer one.  ``bundle`` is JSON: schema, policy
+# files, resource types, masks; ``sha256`` is over that JSON.
+access_policy_sets = Table(
+    "access_policy_sets",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("bundle", Text, nullable=False),
+    Column("installed_at", BigInteger, nullable=False),
+    Column("installed_by", String(64), nullable=False),
+    Column("comment", Text, nullable=False),
+    PrimaryKeyConstraint("tenant", "generation"),
+)
+
+# End of the access block.
 
 # --- privacy monitoring (see src/phiguard/monitor/ and docs/monitoring.md) ------------
 # Begin of the monitoring block: datasets at rest, alerts, cases, notes, suppression.
@@ -529,6 +632,22 @@ monitor_incident_referrals = Table(
     Column("incident_id", String(64), nullable=True),
     Column("taken_at", BigInteger, nullable=True),
     Index("ix_monitor_referrals_open", "tenant", "taken_at"),
+)
+
+# What happened to each alert and case (raised, assigned, noted, closed...): the
+# timeline of the case page.  ``detail`` is JSON with ids and codes only, never note
+# text or evidence; the same actions also go to the audit ledger.
+monitor_events = Table(
+    "monitor_events",
+    metadata,
+    Column("event_id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("target", String(64), nullable=False),  # an alert or case id
+    Column("at", BigInteger, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_monitor_events_target", "target", "at"),
 )
 
 # Where a follower stopped (``watch``: the next ledger sequence number to read).

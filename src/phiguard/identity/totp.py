@@ -140,6 +140,27 @@ class TotpStore:
             ).scalar()
         return bool(confirmed)
 
+    def pending_secret(self, user_id: str) -> str | None:
+        """The secret of an enrolment not yet confirmed (to show its QR code again).
+
+        None once confirmed: a confirmed secret never leaves the store, so a hijacked
+        session cannot copy the factor to another phone.
+        """
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(totp_secrets).where(totp_secrets.c.user_id == user_id)
+            ).first()
+            if row is None or row.confirmed:
+                return None
+            return self._open(conn, user_id, bytes(row.sealed), int(row.dek_version))
+
+    def pending_uri(self, user_id: str) -> str | None:
+        """The ``otpauth://`` URI of a pending enrolment (for its QR code), or None."""
+        secret = self.pending_secret(user_id)
+        if secret is None:
+            return None
+        return _totp(secret).provisioning_uri(name=user_id, issuer_name=ISSUER)
+
     def remove(self, user_id: str) -> bool:
         """Delete the secret (reset by an administrator, or account deletion)."""
         with self.engine.begin() as conn:

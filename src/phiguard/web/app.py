@@ -34,6 +34,7 @@ from phiguard.records.context import AccessContext
 from phiguard.system import System, authenticate_api_token
 
 from . import logs
+from .console import account, admin, signin
 from .console.session import Console
 
 PURPOSES = frozenset({"TREAT", "ETREAT", "BTG", "HPAYMT", "HOPERAT", "HRESCH", "PUBHLTH"})
@@ -189,6 +190,9 @@ def create_app(
         )
         return FhirResponse(outcome("error", code, [text]), status_code=exc.status_code)
 
+    app.include_router(signin.router)
+    app.include_router(account.router)
+    app.include_router(admin.router)
     app.include_router(auditevents.router)  # before the generic /fhir/{type} routes
     app.include_router(fhir_router)
 

@@ -146,3 +146,22 @@ class PolicyLoadError(AccessError):
 
 class MonitorError(PhiGuardError):
     """A monitoring source, mapping, scan or alert action could not be carried out."""
+
+
+# -- monitoring: sources, workflow, notifications ---------------------------------------
+
+
+class MappingError(MonitorError):
+    """A column mapping file is malformed or names a column that does not exist."""
+
+
+class UnknownAlert(MonitorError):
+    """No alert, case or suppression rule has the id that was given."""
+
+
+class WorkflowError(MonitorError):
+    """An alert or case is not in a state that allows the requested action."""
+
+
+class NotificationError(MonitorError):
+    """A notification could not be delivered (the message says which channel, never PHI)."""

@@ -34,8 +34,15 @@ INDEX_COMPARTMENT = "__blind-index__"
 BACKUP_COMPARTMENT = "__system__"
 AUDIT_COMPARTMENT = "__audit__"
 IDENTITY_COMPARTMENT = "__identity__"
+MONITOR_COMPARTMENT = "__monitor__"  # monitoring datasets, alert evidence, notes
 RESERVED = frozenset(
-    {INDEX_COMPARTMENT, BACKUP_COMPARTMENT, AUDIT_COMPARTMENT, IDENTITY_COMPARTMENT}
+    {
+        INDEX_COMPARTMENT,
+        BACKUP_COMPARTMENT,
+        AUDIT_COMPARTMENT,
+        IDENTITY_COMPARTMENT,
+        MONITOR_COMPARTMENT,
+    }
 )
 _PENDING = "phiguard.pending_keys"
 _PENDING_LATEST = "phiguard.pending_latest"  # compartment -> newest pending version

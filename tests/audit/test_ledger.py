@@ -299,3 +299,29 @@ def test_the_two_process_verification_finds_the_same(
     assert [f.message for f in parallel.findings] == [f.message for f in serial.findings]
     assert parallel.ok == (kind == "clean")
     assert parallel.entries == serial.entries
+
+
+def test_two_processes_appending_to_one_ledger_interleave_cleanly(
+    ledger: Ledger, ledger_path: Path, vault: Vault
+) -> None:
+    """A CLI command (its own Ledger) appending while the server's ledger runs: both
+    catch up with the other's entries instead of reusing sequence numbers."""
+    other = open_ledger(ledger_path, vault.keyring, checkpoint_every=16)
+    try:
+        fill(ledger, 5)
+        assert other.append(event(100)) == 5  # the second writer started at size 0
+        assert ledger.append(event(101)) == 6  # the first had its size cached at 5
+        threads = [
+            threading.Thread(target=fill, args=(led, 40, start))
+            for led, start in ((ledger, 200), (other, 300))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert ledger.append(event(400)) == 87
+        report = verify(ledger)
+        assert report.ok, [f.message for f in report.findings]
+    finally:
+        other.close()
+        other.engine.dispose()

@@ -335,18 +335,33 @@ class Ledger:
         return self._sealer
 
     # -- tree state --------------------------------------------------------------------
-    def _load_tree(self) -> tuple[int, dict[int, bytes]]:
-        with self.engine.connect() as conn:
-            last = conn.execute(select(func.max(audit_entries.c.seq))).scalar()
-            size = 0 if last is None else int(last) + 1
-            nodes = DbNodes(conn)
-            frontier: dict[int, bytes] = {}
-            start = 0
-            for level in range(size.bit_length() - 1, -1, -1):
-                if size >> level & 1:
-                    frontier[level] = nodes.perfect(level, start >> level)
-                    start += 1 << level
+    def _load_tree(self, conn: Connection | None = None) -> tuple[int, dict[int, bytes]]:
+        if conn is None:
+            with self.engine.connect() as own:
+                return self._load_tree(own)
+        last = conn.execute(select(func.max(audit_entries.c.seq))).scalar()
+        size = 0 if last is None else int(last) + 1
+        nodes = DbNodes(conn)
+        frontier: dict[int, bytes] = {}
+        start = 0
+        for level in range(size.bit_length() - 1, -1, -1):
+            if size >> level & 1:
+                frontier[level] = nodes.perfect(level, start >> level)
+                start += 1 << level
         return size, frontier
+
+    def _lock_for_append(self, conn: Connection) -> None:
+        """Take the ledger's write lock for this transaction, then catch up with any
+        entries another process (the CLI beside a running server) appended.
+
+        SQLite: ``BEGIN IMMEDIATE`` takes the database write lock before the first
+        read, so the tail read next cannot go stale.  PostgreSQL: a transaction-scoped
+        advisory lock serialises appenders across processes.
+        """
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7305846121042)")
 
     @property
     def size(self) -> int:
@@ -432,6 +447,17 @@ class Ledger:
                 return
 
     def _write(self, batch: list[_Waiter]) -> list[int]:
+        conn = self._connection()
+        with conn.begin():
+            self._lock_for_append(conn)
+            last = conn.execute(select(func.max(audit_entries.c.seq))).scalar()
+            stored = 0 if last is None else int(last) + 1
+            with self._lock:
+                if stored != self._size:  # another process appended meanwhile
+                    self._size, self._frontier = self._load_tree(conn)
+            return self._write_locked(conn, batch)
+
+    def _write_locked(self, conn: Connection, batch: list[_Waiter]) -> list[int]:
         with self._lock:
             size, frontier = self._size, dict(self._frontier)
         entries: list[tuple[Any, ...]] = []
@@ -464,14 +490,12 @@ class Ledger:
         due = (size // self.checkpoint_every) > ((size - len(batch)) // self.checkpoint_every) or (
             time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
         )
-        conn = self._connection()
-        with conn.begin():
-            _executemany(conn, _SQL_ENTRY, entries)
-            _executemany(conn, _SQL_NODE, nodes)
-            _executemany(conn, _SQL_PATIENT, patients)
-            if due:
-                checkpoint = self._sign(size, _root_from_frontier(frontier, size))
-                _store_checkpoint(conn, checkpoint)
+        _executemany(conn, _SQL_ENTRY, entries)
+        _executemany(conn, _SQL_NODE, nodes)
+        _executemany(conn, _SQL_PATIENT, patients)
+        if due:
+            checkpoint = self._sign(size, _root_from_frontier(frontier, size))
+            _store_checkpoint(conn, checkpoint)
         with self._lock:
             self._size, self._frontier = size, frontier
         if checkpoint is not None:

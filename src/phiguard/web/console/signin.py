@@ -9,6 +9,7 @@ refusal shows the same sentence.
 
 from __future__ import annotations
 
+import io
 from urllib.parse import quote
 
 import segno
@@ -181,7 +182,9 @@ async def enrol_qr(request: Request) -> Response:
     uri = await run_in_threadpool(console(request).accounts.totp.pending_uri, user_id)
     if uri is None:
         return Response(status_code=404)
-    svg = segno.make(uri, error="m").svg_inline(scale=5, border=2)
+    out = io.BytesIO()
+    segno.make(uri, error="m").save(out, kind="svg", scale=5, border=2, xmldecl=False)
+    svg = out.getvalue()
     return Response(
         svg,
         media_type="image/svg+xml",

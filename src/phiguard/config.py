@@ -191,3 +191,81 @@ def pkcs11_pin(settings: Settings) -> str:
     if not settings.is_demo and pin in DEFAULT_SECRETS | {"1234", "0000", "123456"}:
         raise ConfigError("refusing a default PKCS#11 PIN outside demo mode")
     return pin
+
+
+# --- monitoring: notifications ([monitor] in phiguard.toml) ----------------------------
+# Begin of the monitoring block.  Secrets (the SMTP password, the webhook signing
+# secret) never go in the file: they come from the environment or a file it names.
+
+MONITOR_SECTION = "monitor"
+
+
+@dataclass
+class MonitorSettings:
+    """Where monitoring notifications go.  No channel configured: none are sent."""
+
+    console_url: str = ""  # base of the links in notifications; default: the public base
+    notify_min_score: float = 50.0
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    smtp_ca_file: str = ""  # a private CA for STARTTLS (default: the system's)
+    smtp_username: str = ""  # password: PHIGUARD_SMTP_PASSWORD or PHIGUARD_SMTP_PASSWORD_FILE
+    smtp_from: str = ""
+    smtp_to: list[str] = field(default_factory=list)
+    webhook_url: str = ""  # secret: PHIGUARD_WEBHOOK_SECRET or webhook_secret_file
+    webhook_secret_file: str = ""
+    timeout_seconds: float = 10.0
+
+
+def monitor_settings(settings: Settings) -> MonitorSettings:
+    """The ``[monitor]`` section of the home's ``phiguard.toml`` (defaults if absent)."""
+    path = settings.home / CONFIG_NAME
+    doc: dict[str, Any] = {}
+    if path.exists():
+        try:
+            doc = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, OSError) as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    section = doc.get(MONITOR_SECTION, {})
+    if not isinstance(section, dict):
+        raise ConfigError("[monitor] must be a table")
+    unknown = set(section) - set(MonitorSettings.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [monitor]: {', '.join(sorted(unknown))}")
+    try:
+        monitor = MonitorSettings(**section)
+    except TypeError as exc:
+        raise ConfigError(f"[monitor] is malformed: {exc}") from None
+    if isinstance(monitor.smtp_to, str):
+        monitor.smtp_to = [monitor.smtp_to]
+    if not monitor.console_url:
+        monitor.console_url = settings.public_base
+    return monitor
+
+
+def monitor_secret(
+    settings: Settings, env: str, file_setting: str = "", *, minimum: int = 0
+) -> str | None:
+    """A notification secret from ``$env``, ``$env_FILE`` or a file the settings name.
+
+    None when none is configured.  Outside demo mode a default secret, or one shorter
+    than ``minimum`` characters, is refused.
+    """
+    value = os.environ.get(env)
+    source = env
+    file_name = os.environ.get(f"{env}_FILE") or file_setting
+    if value is None and file_name:
+        try:
+            value = Path(settings.path(file_name)).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the secret file for {env}: {exc.strerror}") from None
+        source = f"the file for {env}"
+    if value is None:
+        return None
+    if not settings.is_demo and (value in DEFAULT_SECRETS or len(value) < minimum):
+        raise ConfigError(f"refusing a default or short secret from {source} outside demo mode")
+    return value
+
+
+# End of the monitoring block.

@@ -24,6 +24,7 @@ the alert's or case's own timeline (``monitor_events``).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import secrets
 from collections.abc import Iterable, Sequence
@@ -58,6 +59,8 @@ DISPOSITIONS: Final = ("false-positive", "policy-violation", "breach")
 PURPOSE: Final = "HOPERAT"
 MAX_NOTE: Final = 20_000
 MAX_REASON: Final = 2_000
+# Orders timeline entries written in the same microsecond by one process.
+_SEQUENCE: Final = itertools.count()
 
 
 # -- what a scan hands over (phiguard.monitor.scan's Alert and Case fit these) -----------
@@ -936,7 +939,7 @@ class Workflow:
             for r in conn.execute(
                 select(monitor_events)
                 .where(e.target == target, e.tenant == self.tenant)
-                .order_by(e.at, e.event_id)
+                .order_by(e.event_id)
             )
         )
 
@@ -951,7 +954,7 @@ class Workflow:
     ) -> None:
         conn.execute(
             monitor_events.insert().values(
-                event_id=secrets.token_hex(16),
+                event_id=f"{at:016x}{next(_SEQUENCE) % 0x1000000:06x}{secrets.token_hex(4)}",
                 tenant=self.tenant,
                 target=target,
                 at=at,
@@ -986,6 +989,25 @@ class Workflow:
                 detail={k: v for k, v in detail.items() if v is not None},
             ),
             conn,
+        )
+
+    def record(
+        self, action: str, by: str, *, outcome: str = "success", source: str = "", **detail: object
+    ) -> None:
+        """Record a monitoring event that is not a change of state (a scan, a notification)."""
+        if not by.strip():
+            raise WorkflowError("the acting principal (by) must be named")
+        self.audit.record(
+            AuditEvent(
+                action=action,
+                outcome=outcome,
+                principal=by,
+                purpose=PURPOSE,
+                request_id=secrets.token_hex(16),
+                recorded=self.clock.now(),
+                source=source,
+                detail={k: v for k, v in detail.items() if v is not None},
+            )
         )
 
     def purge_closed(self, before: dt.datetime) -> int:

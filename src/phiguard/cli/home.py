@@ -9,7 +9,7 @@ import typer
 
 from phiguard import config
 from phiguard.errors import ConfigError
-from phiguard.system import System, create_api_token, init_home, open_system, revoke_api_tokens
+from phiguard.system import System, init_home, open_system, revoke_api_tokens
 
 from .common import HomeOption, console, err, progress, prompt
 
@@ -120,6 +120,8 @@ def register(app: typer.Typer) -> None:
             if not system.settings.is_demo:
                 raise ConfigError(f"{root} is not a demo home; refusing to seed it")
         try:
+            from phiguard.identity.tokens import TokenService
+            from phiguard.synth import demo_users, generate_hospital
             from phiguard.synth.seed import seed_hospital
 
             with progress() as bar:
@@ -133,23 +135,44 @@ def register(app: typer.Typer) -> None:
                 f"Seeded {report.resources} resources ({report.skipped_resources} already there) "
                 f"for {patients} patients."
             )
-            revoke_api_tokens(system, "demo")
-            token = create_api_token(system, "demo")
+            revoke_api_tokens(system, "demo")  # demo homes of earlier versions had one
+            logins = demo_users.provision(system, generate_hospital(seed=seed, patients=patients))
             base = f"http://127.0.0.1:{port}"
             console.print("\n[bold]phiguard demo[/bold]")
+            console.print(f"  Console      {base}/login")
+            console.print(
+                "  Sign-ins     (fresh passwords and TOTP secrets on every run; add a secret to "
+                "an authenticator app, or print a code with: "
+                "python -c \"import pyotp; print(pyotp.TOTP('SECRET').now())\")"
+            )
+            for login in logins:
+                console.print(
+                    f"    {login.user_id:<12} {','.join(login.roles):<32} "
+                    f"password {login.password}   TOTP secret {login.totp_secret}"
+                )
             console.print(
                 f"  FHIR API     {base}/fhir   (CapabilityStatement: {base}/fhir/metadata)"
             )
             console.print(f"  OpenAPI      {base}/openapi.json")
-            console.print(f"  Demo token   {token}")
-            console.print("  Try:")
-            console.print(
-                f"    curl -H 'Authorization: Bearer {token}' '{base}/fhir/Patient?_count=3'"
-            )
-            console.print(
-                f"    curl -H 'Authorization: Bearer {token}' "
-                f"'{base}/fhir/Observation?_summary=count'"
-            )
+            clinician = next((x for x in logins if "physician" in x.roles), None)
+            if clinician is not None:
+                app_token = TokenService.from_system(system).issue(
+                    kind="user",
+                    subject=clinician.user_id,
+                    client_id="phiguard-demo",
+                    scopes=["user/*.rs", "openid", "fhirUser"],
+                    fhir_user=f"Practitioner/{clinician.practitioner_id}",
+                )
+                console.print(
+                    f"  App token    for {clinician.user_id} (15 minutes; a new one: "
+                    f"phiguard token issue --home {root} --user {clinician.user_id})"
+                )
+                console.print(f"    {app_token.token}")
+                console.print("  Try:")
+                console.print(
+                    f"    curl -H 'Authorization: Bearer {app_token.token}' "
+                    f"'{base}/fhir/Patient?_count=3'"
+                )
             console.print(
                 f"  Home         {root}  (database: ciphertext only; "
                 f"keys: {system.settings.key_file_path})"

@@ -1,4 +1,4 @@
-"""OAuth2 and SMART: clients, authorization codes, refresh-token families, revoked ids.
+"""OAuth2 and SMART: clients, codes, refresh-token families, revoked ids, id_token keys.
 
 Revision ID: 0007
 Revises: 0006
@@ -44,6 +44,9 @@ def upgrade() -> None:
         sa.Column("auth_time", sa.BigInteger, nullable=False),
         sa.Column("expires_at", sa.BigInteger, nullable=False),
         sa.Column("used", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("family_id", sa.String(64), nullable=True),
+        sa.Column("access_jti", sa.String(64), nullable=True),
+        sa.Column("access_expires_at", sa.BigInteger, nullable=True),
     )
     op.create_table(
         "oauth_refresh_tokens",
@@ -57,8 +60,11 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.BigInteger, nullable=False),
         sa.Column("rotated_at", sa.BigInteger, nullable=True),
         sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("access_jti", sa.String(64), nullable=True),
+        sa.Column("access_expires_at", sa.BigInteger, nullable=True),
     )
     op.create_index("ix_oauth_refresh_family", "oauth_refresh_tokens", ["family_id"])
+    op.create_index("ix_oauth_refresh_client", "oauth_refresh_tokens", ["client_id"])
     op.create_index("ix_oauth_refresh_user", "oauth_refresh_tokens", ["user_id"])
     op.create_table(
         "oauth_revoked_tokens",
@@ -70,10 +76,20 @@ def upgrade() -> None:
         sa.Column("key", sa.String(64), primary_key=True),
         sa.Column("expires_at", sa.BigInteger, nullable=False),
     )
+    op.create_table(
+        "oauth_signing_keys",
+        sa.Column("kid", sa.String(64), primary_key=True),
+        sa.Column("public_jwk", sa.Text, nullable=False),
+        sa.Column("sealed", sa.LargeBinary, nullable=False),
+        sa.Column("dek_version", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+        sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    )
 
 
 def downgrade() -> None:
     for name in (
+        "oauth_signing_keys",
         "oauth_assertions",
         "oauth_revoked_tokens",
         "oauth_refresh_tokens",

@@ -18,6 +18,7 @@ from . import audit as audit_cmd
 from . import backup as backup_cmd
 from . import data, home, patient
 from . import keys as keys_cmd
+from . import monitor as monitor_cmd
 from . import users as users_cmd
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ app.add_typer(patient.app, name="patient")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(users_cmd.app, name="user")
 app.add_typer(access_cmd.app, name="access")
+app.add_typer(monitor_cmd.app, name="monitor")
 
 
 def main() -> None:

@@ -285,7 +285,8 @@ def test_the_same_failure_for_every_cause(
         ("wrong1", OTHER, "wrong-password", ["real"]),
         ("susp1", PASSWORD, "suspended", ["real"]),
         ("term1", PASSWORD, "terminated", ["real"]),
-        ("lock1", PASSWORD, "account-locked", []),  # refused before any argon2 work
+        # Not counted again, but as slow as any refusal: a decoy verification.
+        ("lock1", PASSWORD, "account-locked", ["decoy"]),
     ]
     failures = set()
     for user, password, reason, verifications in attempts:

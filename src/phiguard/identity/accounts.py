@@ -22,12 +22,11 @@ password, suspended, terminated, throttled -- because any difference tells an
 attacker which user ids exist or which accounts are worth more guesses.  The reason
 goes to the audit event only.  An unknown account still pays an argon2 verification
 (``verify_decoy``) so that it costs the same time as a wrong password; a suspended
-or terminated account is verified too before being refused.  The one exception is
-a throttled attempt: it is refused without any argon2 work, as the throttle
-requires, so that guessing against a locked account costs the attacker time and
-not the server memory and CPU.  The price is a bounded leak: unknown ids are never
-throttled per account, so a fast answer after six failures shows that an id exists;
-the per-address budget limits how many ids can be probed that way.
+or terminated account is verified too before being refused.  A throttled attempt is
+not counted again (so the lock cannot be reached in seconds), but it still pays a
+decoy verification: otherwise a fast answer after a few failures would show that an
+id exists and is backing off, since unknown ids are never throttled per account.
+What bounds the CPU an attacker can burn this way is the per-address budget.
 
 Every change and every log-in outcome is an ``AuditEvent`` recorded through the
 injected sink before the change commits (a change that cannot be audited does not
@@ -606,8 +605,11 @@ class Accounts:
         throttle_id = user_id if valid_id else user_id[:64]
         decision = self.throttle.check(throttle_id, address)
         if not decision.allowed:
-            # No argon2 work and no further count (see the module docstring): counting
-            # refused attempts would let an attacker reach the hard lock in seconds.
+            # No further count (see the module docstring): counting refused attempts
+            # would let an attacker reach the hard lock in seconds.  The decoy
+            # verification keeps the answer as slow as any other refusal, so a fast
+            # reply cannot tell an attacker that this account exists and is backing off.
+            self.hashing.verify_decoy(password)
             self._refuse(row, failure_action, decision.reason, address, request_id)
         if row is None:
             self.hashing.verify_decoy(password)

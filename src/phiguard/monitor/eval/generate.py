@@ -34,6 +34,7 @@ class Traffic:
     seed: int
     patients: int
     days: int
+    history_days: int
 
 
 def generate(
@@ -70,6 +71,7 @@ def generate(
         seed=seed,
         patients=patients,
         days=days,
+        history_days=history_days,
     )
 
 

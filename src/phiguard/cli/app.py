@@ -16,9 +16,11 @@ from phiguard.errors import PhiGuardError
 from . import access as access_cmd
 from . import audit as audit_cmd
 from . import backup as backup_cmd
+from . import clients as clients_cmd
 from . import data, home, patient
 from . import keys as keys_cmd
 from . import monitor as monitor_cmd
+from . import token as token_cmd
 from . import users as users_cmd
 
 app = typer.Typer(
@@ -36,6 +38,8 @@ app.add_typer(patient.app, name="patient")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(users_cmd.app, name="user")
 app.add_typer(access_cmd.app, name="access")
+app.add_typer(clients_cmd.app, name="client")
+app.add_typer(token_cmd.app, name="token")
 app.add_typer(monitor_cmd.app, name="monitor")
 
 

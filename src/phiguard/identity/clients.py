@@ -461,15 +461,14 @@ def _jwks(value: str | dict[str, Any]) -> dict[str, Any]:
             raise ClientError("every JWKS entry must be a JSON object")
         if any(p in raw for p in ("d", "p", "q", "dp", "dq", "qi", "k")):
             raise ClientError("the JWKS holds private key material: register public keys only")
+        if raw.get("kty") == "RSA" and len(_b64decode(str(raw.get("n", "")))) * 8 < MIN_RSA_BITS:
+            raise ClientError(f"RSA keys must have at least {MIN_RSA_BITS} bits")
         try:
             key = KeySet.import_key_set({"keys": [raw]}).keys[0]
         except (JoseError, ValueError, TypeError, KeyError):
             raise ClientError("a JWKS entry is not a valid public key") from None
         alg = raw.get("alg")
         if isinstance(key, RSAKey):
-            bits = len(_b64decode(str(raw.get("n", "")))) * 8
-            if bits < MIN_RSA_BITS:
-                raise ClientError(f"RSA keys must have at least {MIN_RSA_BITS} bits")
             if alg not in (None, "RS384"):
                 raise ClientError("RSA keys are accepted for RS384 only")
         elif isinstance(key, ECKey):

@@ -31,6 +31,7 @@ from phiguard.monitor.store import DatasetStore, merge
 from phiguard.monitor.workflow import DISPOSITIONS, STATUSES, AlertRow, Workflow
 from phiguard.system import System
 
+from . import monitor_eval
 from .common import HomeOption, console, err, progress, system
 from .users import operator
 
@@ -38,6 +39,8 @@ app = typer.Typer(
     help="Privacy monitoring: load exports, scan, review alerts and cases.",
     no_args_is_help=True,
 )
+
+monitor_eval.register(app)  # evaluate, generate: detection measured on synthetic traffic
 
 SOURCE = "cli"
 KINDS = tuple(frames.SCHEMAS)

@@ -44,13 +44,13 @@ from phiguard.audit.ledger import Ledger, decode_leaf
 from phiguard.crypto.envelope import aad
 from phiguard.errors import DecryptionError
 from phiguard.monitor import frames
+from phiguard.monitor.config import BREAK_THE_GLASS
 from phiguard.records.context import system_context
 from phiguard.records.repository import Repository, StoredResource
 from phiguard.records.vault import Vault
 from phiguard.store.engine import from_us, now_us
 from phiguard.store.tables import audit_entries, users
 
-BREAK_THE_GLASS: Final = "BreakTheGlass"  # = phiguard.monitor.config.BREAK_THE_GLASS
 BREAK_GLASS_PURPOSES: Final = frozenset({"BTG", "ETREAT"})
 ACTIONS: Final[dict[str, str]] = {
     "read": "view",
@@ -220,7 +220,8 @@ def _all(repo: Repository, rtype: str) -> Iterator[StoredResource]:
         page = repo.search(rtype, [("_count", str(PAGE)), ("_offset", str(offset))])
         yield from (e for e in page.entries if e.resource is not None)
         offset += PAGE
-        if offset >= page.total or not page.entries:
+        finished = page.total is not None and offset >= page.total
+        if finished or not (page.entries or page.more):
             return
 
 

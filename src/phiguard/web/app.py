@@ -34,7 +34,7 @@ from phiguard.records.context import AccessContext
 from phiguard.system import System, authenticate_api_token
 
 from . import logs, oauth
-from .console import account, admin, privacy, signin
+from .console import account, admin, passkeys, privacy, signin
 from .console.session import Console
 
 PURPOSES = frozenset({"TREAT", "ETREAT", "BTG", "HPAYMT", "HOPERAT", "HRESCH", "PUBHLTH"})
@@ -194,6 +194,7 @@ def create_app(
     app.include_router(account.router)
     app.include_router(admin.router)
     app.include_router(privacy.router)
+    app.include_router(passkeys.router)
     app.include_router(oauth.router)
     app.include_router(auditevents.router)  # before the generic /fhir/{type} routes
     app.include_router(fhir_router)

@@ -9,7 +9,6 @@ not be able to mint itself a way back in).
 from __future__ import annotations
 
 import datetime as dt
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -17,9 +16,9 @@ from starlette.responses import Response
 
 from phiguard.errors import AuthenticationError, EnrolmentError, PasswordPolicyError
 from phiguard.identity.mfa import SecondFactor
-from phiguard.identity.webauthn import WebAuthnService
 
 from .pages import FormTooLarge, address, form, redirect, render, signed_in, to_login
+from .passkeys import relying_party
 from .session import check_csrf, clear_session_cookie, console
 
 router = APIRouter(include_in_schema=False)
@@ -33,15 +32,6 @@ def _when(value: dt.datetime | int | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _webauthn(request: Request) -> WebAuthnService:
-    base = request.app.state.base_url or str(request.base_url).rstrip("/")
-    host = urlsplit(base).hostname or "localhost"
-    c = console(request)
-    return WebAuthnService(
-        c.accounts.engine, c.accounts.clock, rp_id=host, rp_name="phiguard", origin=base
-    )
-
-
 async def _page(
     request: Request, *, status: int = 200, notice: str = "", error: str = ""
 ) -> Response:
@@ -51,7 +41,10 @@ async def _page(
     session, account = current
     c = console(request)
     sessions = await run_in_threadpool(c.sessions.list_for_user, account.user_id)
-    credentials = await run_in_threadpool(_webauthn(request).credentials, account.user_id)
+    service = relying_party(request)
+    credentials = (
+        await run_in_threadpool(service.credentials, account.user_id) if service is not None else []
+    )
     return render(
         request,
         "console_account.html",
@@ -74,6 +67,7 @@ async def _page(
         recovery_left=c.accounts.recovery.remaining(account.user_id),
         credentials=[
             {
+                "id": cred.credential_id,
                 "name": cred.name,
                 "created": _when(cred.created_at),
                 "used": _when(cred.last_used_at),

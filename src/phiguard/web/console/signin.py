@@ -31,6 +31,7 @@ from .pages import (
     signed_in,
     to_login,
 )
+from .passkeys import has_keys
 from .session import (
     check_csrf,
     clear_session_cookie,
@@ -107,7 +108,10 @@ async def login(request: Request) -> Response:
     old = session_id(request)
     if old:  # whatever session the browser had before is ended, not reused
         await run_in_threadpool(sessions.revoke, old)
-    step = {"verify": "/login/mfa", "enrol": "/mfa/enrol"}.get(result.mfa)
+    mfa = result.mfa
+    if mfa == "enrol" and await run_in_threadpool(has_keys, request, user_id):
+        mfa = "verify"  # a security key is a second factor as good as TOTP
+    step = {"verify": "/login/mfa", "enrol": "/mfa/enrol"}.get(mfa)
     response = redirect(f"{step}?next={quote(target, safe='/')}" if step else target)
     set_session_cookie(request, response, new.session_id, new.csrf_token)
     return response
@@ -115,9 +119,11 @@ async def login(request: Request) -> Response:
 
 @router.get("/login/mfa")
 async def mfa_page(request: Request, next: str = "") -> Response:
-    if _pending(request) is None:
+    pending = _pending(request)
+    if pending is None:
         return redirect("/login")
-    return render(request, "console_mfa.html", next=safe_next(next))
+    keys = await run_in_threadpool(has_keys, request, pending[1])
+    return render(request, "console_mfa.html", next=safe_next(next), keys=keys)
 
 
 async def _step_up(request: Request, sid: str, target: str) -> Response:
@@ -155,7 +161,10 @@ async def mfa(request: Request) -> Response:
         request_id=request.state.request_id,
     )
     if not outcome.accepted:
-        return render(request, "console_mfa.html", status=401, error=GENERIC, next=target)
+        keys = await run_in_threadpool(has_keys, request, user_id)
+        return render(
+            request, "console_mfa.html", status=401, error=GENERIC, next=target, keys=keys
+        )
     return await _step_up(request, sid, target)
 
 

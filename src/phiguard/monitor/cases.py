@@ -71,7 +71,7 @@ def build_cases(
                 patient_ids=patients,
                 score=score,
                 reason=f"{summary}; strongest: {top.reason}",
-                opened_at=opened[0],
+                opened_at=opened[0].astimezone(dt.UTC),
             )
         )
     cases.sort(key=lambda c: (-c.score, c.opened_at, c.id))

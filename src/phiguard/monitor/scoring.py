@@ -59,14 +59,16 @@ def combine(scores: Iterable[float]) -> float:
 def to_alert(candidate: Candidate) -> Alert:
     patients = tuple(sorted(set(candidate.patient_ids)))
     return Alert(
-        id=alert_id(candidate.detector, candidate.user_id, patients, candidate.first),
+        id=alert_id(
+            candidate.detector, candidate.user_id, patients, candidate.first.astimezone(dt.UTC)
+        ),
         detector=candidate.detector,
         user_id=candidate.user_id,
         patient_ids=patients,
         score=round(max(0.0, min(100.0, candidate.score)), 2),
         reason=reason(candidate),
         evidence=tuple(candidate.evidence),
-        first_event_at=candidate.first,
-        last_event_at=candidate.last,
+        first_event_at=candidate.first.astimezone(dt.UTC),
+        last_event_at=candidate.last.astimezone(dt.UTC),
         access_rows=tuple(sorted(candidate.rows)),
     )

@@ -114,9 +114,13 @@ def bulk_export(ctx: Context) -> list[Candidate]:
     per_day = printed.group_by("user_id", "day").agg(
         pl.col("patient_id").n_unique().alias("patients"), pl.col("alertable").any()
     )
+    # The usual day counts days without any print as zero: most days have none.
     base_days = ctx.baseline.select("user_id", "day").unique()
     usual = (
-        per_day.join(base_days, on=["user_id", "day"], how="semi")
+        base_days.join(
+            per_day.select("user_id", "day", "patients"), on=["user_id", "day"], how="left"
+        )
+        .with_columns(pl.col("patients").fill_null(0))
         .group_by("user_id")
         .agg(pl.col("patients").median().alias("usual"))
     )

@@ -132,7 +132,11 @@ def tune(
         ]
         if not scored:
             continue
-        best = grid[max(scored)[1]]
+        # Ties go to the shipped defaults, then to the earlier grid point.
+        default = _key(DetectionConfig())
+        best = grid[
+            max(scored, key=lambda item: (item[0], _key(grid[item[1]]) == default, -item[1]))[1]
+        ]
         key = _key(best)
         if key not in judged:
             say(f"held-out scan for fold {kind or 'all kinds'}")

@@ -37,7 +37,7 @@ def browser_page() -> Iterator[Any]:
         try:
             context = browser.new_context()
             page = context.new_page()
-            page.set_default_timeout(15_000)
+            page.set_default_timeout(45_000)
             yield page
         finally:
             browser.close()

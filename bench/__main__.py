@@ -7,6 +7,7 @@ Examples::
     python -m bench read --n 2000
     python -m bench import --reps 30
     python -m bench search --patients 100000 --cache
+    python -m bench monitor-ingest --rows 1000000
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import audit, imports, read, search
+from . import audit, imports, monitor_ingest, read, search
 from .common import AUDITS, OUT, Result
 from .machine import describe, load_average, render
 
-COMMANDS = ("all", "read", "import", "search", "audit")
+COMMANDS = ("all", "read", "import", "search", "audit", "monitor-ingest")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     ledger_opts.add_argument("--events", type=int, help="events appended per round")
     ledger_opts.add_argument("--proof-size", type=int, help="entries in the proof ledger")
 
+    monitor_opts = argparse.ArgumentParser(add_help=False)
+    monitor_opts.add_argument(
+        "--rows", type=int, help=f"access rows ingested (default {monitor_ingest.DEFAULT_ROWS:,})"
+    )
+    monitor_opts.add_argument(
+        "--alerts", type=int, help="ledger-to-alert latencies timed (default 30)"
+    )
+
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="phiguard benchmarks: encrypted vs plaintext in the same run. "
@@ -85,7 +94,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser(
         "all",
-        parents=[common, audit_opts, read_opts, import_opts, search_opts, ledger_opts],
+        parents=[
+            common,
+            audit_opts,
+            read_opts,
+            import_opts,
+            search_opts,
+            ledger_opts,
+            monitor_opts,
+        ],
         help="every benchmark",
     )
     sub.add_parser(
@@ -97,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
         "audit",
         parents=[common, ledger_opts],
         help="ledger appends, verification, proofs, cost on a read",
+    )
+    sub.add_parser(
+        "monitor-ingest",
+        parents=[common, monitor_opts],
+        help="monitoring CSV ingest rows/s (sealed) and ledger-to-alert latency",
     )
     return parser
 
@@ -114,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(args_list)
     quick: bool = args.quick
     rounds = _pick(args.rounds, quick, 3, 5)
-    todo = ("read", "import", "search", "audit") if args.command == "all" else (args.command,)
+    everything = ("read", "import", "search", "audit", "monitor-ingest")
+    todo = everything if args.command == "all" else (args.command,)
 
     info = describe()
     print("# phiguard benchmarks")
@@ -147,6 +170,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     workdir=work,
                     do_profile=args.profile,
                     profile_misses=not quick,
+                )
+            elif name == "monitor-ingest":
+                res = monitor_ingest.run(
+                    rows=_pick(
+                        args.rows, quick, monitor_ingest.QUICK_ROWS, monitor_ingest.DEFAULT_ROWS
+                    ),
+                    alerts=_pick(
+                        args.alerts,
+                        quick,
+                        monitor_ingest.QUICK_ALERTS,
+                        monitor_ingest.DEFAULT_ALERTS,
+                    ),
+                    rounds=rounds,
+                    seed=args.seed,
+                    workdir=work,
                 )
             elif name == "audit":
                 res = audit.run(

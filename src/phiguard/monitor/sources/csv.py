@@ -237,7 +237,13 @@ def _split_quoted(
 
 
 class _Converter:
-    """Typed, checked frames from string columns, with one reason per refused row."""
+    """Typed, checked frames from string columns, with one reason per refused row.
+
+    Evaluated in three passes so each column is cleaned and parsed once: the cleaned
+    text of every column (``_t_<name>``), then the parsed values and the parses the
+    checks need (``_v_<name>``, helpers ``_h_...``), then one reason per row from
+    those columns.
+    """
 
     def __init__(
         self, kind: str, mapping: Mapping, positions: dict[str, int | None], width: int
@@ -247,7 +253,10 @@ class _Converter:
         self.positions = positions
         self.width = width
         self.zone = mapping.zone()
-        self.exprs, self.checks = self._plan()
+        self.texts: list[pl.Expr] = []
+        self.values: list[pl.Expr] = []
+        self.checks: list[tuple[pl.Expr, str]] = []
+        self._plan()
 
     def _text(self, name: str) -> pl.Expr:
         pos = self.positions.get(name)
@@ -260,15 +269,20 @@ class _Converter:
             expr = expr.replace(table)
         return expr
 
-    def _plan(self) -> tuple[list[pl.Expr], list[tuple[pl.Expr, str]]]:
+    def _helper(self, name: str, expr: pl.Expr) -> pl.Expr:
+        """``expr`` computed once as a column; returns a reference to it."""
+        self.values.append(expr.alias(f"_h_{name}"))
+        return pl.col(f"_h_{name}")
+
+    def _plan(self) -> None:
         schema = frames.SCHEMAS[self.kind]
-        exprs: list[pl.Expr] = []
-        checks: list[tuple[pl.Expr, str]] = []
         required = set(NOT_EMPTY[self.kind])
         for name, dtype in schema.items():
-            text = self._text(name)
+            self.texts.append(self._text(name).alias(f"_t_{name}"))
+            text = pl.col(f"_t_{name}")
+            parsed = pl.col(f"_v_{name}")
             if name in required:
-                checks.append((text.is_null(), f"{name} is empty"))
+                self.checks.append((text.is_null(), f"{name} is empty"))
             if isinstance(dtype, pl.Datetime):
                 value, problems = self._time(name, text)
             elif isinstance(dtype, pl.Date):
@@ -278,7 +292,7 @@ class _Converter:
                     "the format in the mapping" if name in self.mapping.formats else ("YYYY-MM-DD")
                 )
                 problems = [
-                    (text.is_not_null() & value.is_null(), f"{name} is not a date ({expected})")
+                    (text.is_not_null() & parsed.is_null(), f"{name} is not a date ({expected})")
                 ]
             elif isinstance(dtype, pl.Boolean):
                 lowered = text.str.to_lowercase()
@@ -289,65 +303,72 @@ class _Converter:
                     .then(False)
                     .otherwise(None)
                 )
-                problems = [(value.is_null(), f"{name} is not true or false")]
+                problems = [(parsed.is_null(), f"{name} is not true or false")]
             elif name in _ENUMS:
                 value = text.str.to_lowercase()
                 allowed = _ENUMS[name]
                 problems = [
                     (
-                        value.is_not_null() & ~value.is_in(allowed),
+                        parsed.is_not_null() & ~parsed.is_in(allowed),
                         f"{name} is not one of: {', '.join(allowed)}",
                     )
                 ]
             else:
                 value = text
                 problems = []
-            checks += problems
-            exprs.append(value.alias(name))
+            self.checks += problems
+            self.values.append(value.alias(f"_v_{name}"))
         if self.kind == "care":
-            checks.append(
+            self.checks.append(
                 (
-                    self._text("user_id").is_null() & self._text("department").is_null(),
+                    pl.col("_t_user_id").is_null() & pl.col("_t_department").is_null(),
                     "the row has neither a user_id nor a department",
                 )
             )
-        return exprs, checks
+            start, end = pl.col("_v_start"), pl.col("_v_end")
+            self.checks.append((end.is_not_null() & (end < start), "end is before start"))
 
     def _time(self, name: str, text: pl.Expr) -> tuple[pl.Expr, list[tuple[pl.Expr, str]]]:
         fmt = self.mapping.formats.get(name)
         zone = self.mapping.timezone
+        parsed = pl.col(f"_v_{name}")
         if fmt is not None:
             aware_fmt = "%z" in fmt or "%:z" in fmt
-            parsed = text.str.to_datetime(fmt, strict=False, time_unit="us")
+            value = text.str.to_datetime(fmt, strict=False, time_unit="us")
             if aware_fmt:
-                value = parsed.dt.convert_time_zone("UTC")
+                value = value.dt.convert_time_zone("UTC")
                 return value, [
-                    (text.is_not_null() & value.is_null(), f"{name} does not match its format")
+                    (text.is_not_null() & parsed.is_null(), f"{name} does not match its format")
                 ]
             if zone is None:
                 raise MappingError(
                     f"formats.{name} has no UTC offset (%z): the mapping must name a timezone"
                 )
-            value = self._localise(parsed, zone)
-            return value, [
+            return self._localise(value, zone), [
                 (
-                    text.is_not_null() & value.is_null(),
+                    text.is_not_null() & parsed.is_null(),
                     f"{name} does not match its format or does not exist in {zone}",
                 )
             ]
         iso = text.str.replace(r"[zZ]$", "+00:00").str.replace(" ", "T", literal=True)
-        aware = iso.str.to_datetime(ISO_AWARE, strict=False, time_unit="us", time_zone="UTC")
-        naive = iso.str.to_datetime(ISO_NAIVE, strict=False, time_unit="us")
-        day = iso.str.to_date(ISO_DATE, strict=False)
+        aware = self._helper(
+            f"{name}_aware",
+            iso.str.to_datetime(ISO_AWARE, strict=False, time_unit="us", time_zone="UTC"),
+        )
+        # Only what did not parse with an offset is tried without one (most rows have one).
+        rest = pl.when(aware.is_null()).then(iso)
+        naive = self._helper(
+            f"{name}_naive", rest.str.to_datetime(ISO_NAIVE, strict=False, time_unit="us")
+        )
+        day = rest.str.to_date(ISO_DATE, strict=False)
         if name == "end":  # a care period's last day counts in full
             day = day + pl.duration(days=1)
         day_time = day.cast(pl.Datetime("us"))
-        local = pl.coalesce(naive, day_time)
         if zone is not None:
-            value = pl.coalesce(aware, self._localise(local, zone))
+            value = pl.coalesce(aware, self._localise(pl.coalesce(naive, day_time), zone))
             return value, [
                 (
-                    text.is_not_null() & value.is_null(),
+                    text.is_not_null() & parsed.is_null(),
                     f"{name} is not an ISO 8601 time or does not exist in {zone}",
                 )
             ]
@@ -355,11 +376,11 @@ class _Converter:
         value = pl.coalesce(aware, day_time.dt.replace_time_zone("UTC"))
         return value, [
             (
-                naive.is_not_null() & aware.is_null(),
+                naive.is_not_null(),
                 f"{name} has no UTC offset and the mapping names no timezone",
             ),
             (
-                text.is_not_null() & value.is_null(),
+                text.is_not_null() & parsed.is_null(),
                 f"{name} is not an ISO 8601 time with a UTC offset",
             ),
         ]
@@ -375,17 +396,16 @@ class _Converter:
         reason: pl.Expr = pl.lit(None, pl.String())
         for condition, text in reversed(self.checks):
             reason = pl.when(condition).then(pl.lit(text)).otherwise(reason)
-        if self.kind == "care":
-            named = {e.meta.output_name(): e for e in self.exprs}
-            start, end = named["start"], named["end"]
-            reason = (
-                pl.when(reason.is_null() & end.is_not_null() & (end < start))
-                .then(pl.lit("end is before start"))
-                .otherwise(reason)
-            )
-        staged = raw.with_columns(_reason=reason)
+        helpers = [e for e in self.values if e.meta.output_name().startswith("_h_")]
+        values = [e for e in self.values if not e.meta.output_name().startswith("_h_")]
+        plan = raw.lazy().with_columns(self.texts)
+        for helper in helpers:  # a helper may read the one before it
+            plan = plan.with_columns(helper)
+        staged = plan.with_columns(values).with_columns(reason.alias("_reason")).collect()
         bad = staged.filter(pl.col("_reason").is_not_null()).select(
             "line", pl.col("_reason").alias("reason")
         )
-        good = staged.filter(pl.col("_reason").is_null()).select(self.exprs)
+        good = staged.filter(pl.col("_reason").is_null()).select(
+            pl.col(f"_v_{name}").alias(name) for name in frames.SCHEMAS[self.kind]
+        )
         return frames.check(self.kind, good), bad

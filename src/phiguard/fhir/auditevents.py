@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from phiguard.access.scopes import scopes_allow
 from phiguard.audit.balp import to_audit_event
 from phiguard.audit.events import AuditEvent
 from phiguard.audit.ledger import Ledger
@@ -28,7 +29,13 @@ AUDIT_READERS = frozenset({"privacy_officer", "security_admin", "operator"})
 
 
 def _allowed(ctx: AccessContext) -> bool:
-    return ctx.principal.kind == "operator" or bool(ctx.principal.roles & AUDIT_READERS)
+    """Audit readers only, and a token's scopes must cover AuditEvent (they narrow)."""
+    if ctx.principal.kind == "operator":
+        return True
+    if not ctx.principal.roles & AUDIT_READERS:
+        return False
+    # A patient-launched app never reads the audit trail, whatever its scopes say.
+    return ctx.launch_patient is None and scopes_allow(ctx.principal.scopes, "search", "AuditEvent")
 
 
 def _query(items: list[tuple[str, str]]) -> dict[str, Any]:

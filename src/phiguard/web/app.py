@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from phiguard import __version__
+from phiguard.access import routes as access_routes
 from phiguard.errors import AuthenticationError, PhiGuardError
 from phiguard.fhir import auditevents
 from phiguard.fhir.outcome import ApiError, FhirResponse, error_response, outcome
@@ -35,6 +36,7 @@ from phiguard.system import System, authenticate_api_token
 
 from . import logs, oauth
 from .console import account, admin, passkeys, privacy, signin
+from .console import monitor as monitor_pages
 from .console.session import Console
 
 PURPOSES = frozenset({"TREAT", "ETREAT", "BTG", "HPAYMT", "HOPERAT", "HRESCH", "PUBHLTH"})
@@ -195,7 +197,9 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(privacy.router)
     app.include_router(passkeys.router)
+    app.include_router(monitor_pages.router)
     app.include_router(oauth.router)
+    app.include_router(access_routes.router)
     app.include_router(auditevents.router)  # before the generic /fhir/{type} routes
     app.include_router(fhir_router)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from phiguard.errors import DecryptionError, MonitorError
+from phiguard.errors import DecryptionError, ImportFailed, MonitorError
 from phiguard.monitor.store import DatasetStore, merge
 from phiguard.records.vault import Vault
 from phiguard.store.tables import monitor_chunks, monitor_loads
@@ -109,6 +109,16 @@ def test_chunks_are_ciphertext_bound_to_their_place(store: DatasetStore, tmp_pat
         conn.execute(update(monitor_loads).values(kind="staff"))
     with pytest.raises(DecryptionError):
         store.frame("staff")
+
+
+def test_unreadable_files_say_why(store: DatasetStore, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ImportFailed, match="is empty"):
+        store.ingest(empty, "access", by="operator/t")
+    with pytest.raises(ImportFailed, match="cannot read"):
+        store.ingest(tmp_path / "missing.csv", "access", by="operator/t")
+    assert store.loads() == []
 
 
 def test_dataset_and_merge(store: DatasetStore, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from phiguard.errors import MonitorError, PhiGuardError
+from phiguard.errors import MonitorError, PhiGuardError, UnknownAlert
 from phiguard.monitor import frames
 from phiguard.monitor.notify import Notifier, notify_new
 from phiguard.monitor.sources import ledger as ledger_source
@@ -371,8 +371,11 @@ def show(target: IdArg, home: HomeOption = None) -> None:
         try:
             detail: Any = flow.alert(target, by=operator(), source=SOURCE)
             heading = f"Alert {target}"
-        except MonitorError:
-            detail = flow.case(target, by=operator(), source=SOURCE)
+        except UnknownAlert:
+            try:
+                detail = flow.case(target, by=operator(), source=SOURCE)
+            except UnknownAlert:
+                raise UnknownAlert(f"there is no alert or case {target}") from None
             heading = f"Case {target}"
     row = detail.row.public()
     console.print(f"[bold]{heading}[/bold]")

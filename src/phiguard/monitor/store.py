@@ -31,7 +31,7 @@ from sqlalchemy import Engine, and_, delete, or_, select, update
 from phiguard.clock import Clock, SystemClock
 from phiguard.crypto.envelope import Sealer, aad
 from phiguard.crypto.keyring import MONITOR_COMPARTMENT, Keyring
-from phiguard.errors import MonitorError
+from phiguard.errors import ImportFailed, MonitorError
 from phiguard.store.engine import from_us, now_us
 from phiguard.store.tables import monitor_chunks, monitor_loads
 
@@ -101,7 +101,13 @@ class DatasetStore:
         if kind not in frames.SCHEMAS:
             raise MonitorError(f"unknown kind: {kind} (one of: {', '.join(frames.SCHEMAS)})")
         mapping = mapping or Mapping()
-        mapping.locate(kind, _header(path, mapping))  # refuse a bad mapping before hashing
+        try:
+            path.stat()
+        except OSError as exc:
+            raise ImportFailed(f"cannot read {path.name}: {exc.strerror}") from None
+        header = _header(path, mapping)
+        if header:  # refuse a bad mapping before hashing (an unreadable file: read_csv says)
+            mapping.locate(kind, header)
         digest = self._digest(path)
         with self.engine.connect() as conn:
             same = conn.execute(

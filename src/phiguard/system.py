@@ -13,6 +13,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, select, update
 
@@ -32,6 +33,9 @@ from phiguard.store import migrate
 from phiguard.store.engine import make_engine, now_us
 from phiguard.store.tables import api_tokens
 
+if TYPE_CHECKING:
+    from phiguard.access.wiring import AccessServices
+
 
 @dataclass
 class System:
@@ -42,6 +46,8 @@ class System:
     vault: Vault
     clock: Clock
     ledger: Ledger
+    access: AccessServices | None = None
+    """The Cedar policy and its services; None when a test passed its own policy."""
 
     def close(self) -> None:
         self.ledger.close()
@@ -143,7 +149,14 @@ def open_with(
         audit=audit or LedgerSink(ledger),
         clock=clock,
     )
-    return System(settings, engine, provider, keyring, vault, clock, ledger)
+    access = None
+    if policy is None:
+        # Every interaction is decided by the Cedar policies; operators and phiguard's
+        # own jobs go to its operator-only fallback (docs/access.md).
+        from phiguard.access.wiring import build_access
+
+        access = build_access(vault)
+    return System(settings, engine, provider, keyring, vault, clock, ledger, access)
 
 
 def init_home(

@@ -64,7 +64,9 @@ def expected(f: Facts) -> tuple[bool, frozenset[str]]:
         permits.add("billing-payment")
     if "him" in roles and action in CLINICAL_READ | {"export"} and f.purpose == "HOPERAT":
         permits.add("him-operations")
-    research_work = action == "search" and rtype in RESEARCH
+    # Read too: a result of a search may be fetched again (search never shows more
+    # than read would).
+    research_work = action in ("read", "search") and rtype in RESEARCH
     if "researcher" in roles and research_work and f.purpose == "HRESCH":
         permits.add("researcher-research")
     if "privacy_officer" in roles and action in CLINICAL_READ and f.purpose == "HOPERAT":

@@ -175,12 +175,15 @@ def hospital() -> Hospital:
 
 
 def test_hospital_encounter_window_and_expiry(hospital: Hospital) -> None:
-    # An encounter that is the only one its attending shares with the patient.
+    # An encounter that is the only one its attending shares with the patient, with no
+    # appointment between them either (an appointment near now counts as well).
+    booked = {(a.user_id, a.patient_id) for a in hospital.appointments}
     enc = next(
         e
         for e in hospital.encounters
         if sum(e.user_ids[0] in o.user_ids for o in hospital.encounters_by_patient[e.patient_id])
         == 1
+        and (e.user_ids[0], e.patient_id) not in booked
     )
     staff = hospital.staff_by_user_id[enc.user_ids[0]]
     clock = FixedClock(enc.start + dt.timedelta(minutes=5))
@@ -196,6 +199,34 @@ def test_hospital_encounter_window_and_expiry(hospital: Hospital) -> None:
     assert not attrs.relationship(who, enc.patient_id).recent_encounter
     nobody = Principal(id="not-staff", kind="user")
     assert attrs.relationship(nobody, enc.patient_id) == NO_RELATIONSHIP
+
+
+def test_hospital_appointments_count_within_the_window_either_side(hospital: Hospital) -> None:
+    appt = next(a for a in hospital.appointments if a.status in ("booked", "fulfilled"))
+    staff = hospital.staff_by_user_id[appt.user_id]
+    who = Principal(id=staff.user_id, kind="user", roles=frozenset({staff.role}))
+    others = [
+        e
+        for e in hospital.encounters_by_patient.get(appt.patient_id, ())
+        if staff.user_id in e.user_ids
+    ]
+    for offset, expected in ((-29, True), (29, True)):
+        clock = FixedClock(appt.start + dt.timedelta(days=offset))
+        if not staff.active_on(clock.now().date()):
+            continue
+        attrs = HospitalAttributes(hospital, clock, window=dt.timedelta(days=30))
+        assert attrs.relationship(who, appt.patient_id).recent_encounter is expected
+    far = FixedClock(appt.end + dt.timedelta(days=400))
+    if not others and staff.active_on(far.now().date()):
+        attrs = HospitalAttributes(hospital, far, window=dt.timedelta(days=30))
+        booked_again = any(
+            a.user_id == staff.user_id
+            and a.patient_id == appt.patient_id
+            and abs((a.start - far.now()).days) <= 31
+            for a in hospital.appointments
+        )
+        if not booked_again:
+            assert not attrs.relationship(who, appt.patient_id).recent_encounter
 
 
 def test_hospital_care_team_department_and_flags(hospital: Hospital) -> None:

@@ -207,12 +207,20 @@ def test_denied_calls_are_refused_and_audited(vault: Vault, audit_sink: ListAudi
     pid = vault.repository(_system()).create(patient()).id
     nurse = AccessContext(principal=Principal(id="n1", kind="user"), purpose="TREAT")
     repo = vault.repository(nurse)
-    with pytest.raises(AccessDenied):
+    # A resource the caller may not read answers exactly like one that does not exist.
+    with pytest.raises(NotFound) as hidden:
         repo.read("Patient", pid)
+    with pytest.raises(NotFound) as absent:
+        repo.read("Patient", "no-such-patient")
+    assert str(hidden.value) == str(absent.value).replace("no-such-patient", pid)
     with pytest.raises(AccessDenied):
         repo.create(patient())
     denied = [e for e in audit_sink.events if e.outcome == "denied"]
-    assert [(e.action, e.principal) for e in denied] == [("read", "user/n1"), ("create", "user/n1")]
+    assert [(e.action, e.principal) for e in denied] == [
+        ("read", "user/n1"),
+        ("read", "user/n1"),
+        ("create", "user/n1"),
+    ]
     assert denied[0].patient_ids == (pid,)
 
 

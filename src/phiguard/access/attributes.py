@@ -9,7 +9,9 @@ reference for what each flag means:
 
 - ``on_care_team``: on a care team of the patient that has started and not ended;
 - ``recent_encounter``: took part in an encounter of the patient that started before
-  now and ended no more than ``window`` ago (an ongoing one counts);
+  now and ended no more than ``window`` ago (an ongoing one counts), or is booked on
+  an appointment with the patient (not cancelled or a no-show) that lies within
+  ``window`` of now, before or after (preparing a visit counts);
 - ``department_match``: the patient is admitted to the user's department, i.e. the
   patient's latest such encounter was in it.
 
@@ -27,7 +29,7 @@ from typing import Protocol
 
 from phiguard.clock import Clock
 from phiguard.records.context import AccessContext, Principal
-from phiguard.synth.model import CareTeam, Encounter, Hospital
+from phiguard.synth.model import Appointment, CareTeam, Encounter, Hospital
 
 from .facts import PatientFacts
 
@@ -37,6 +39,11 @@ class UserFacts:
     """What the policies may know about the caller beyond roles."""
 
     department: str = ""
+    practitioner_id: str = ""
+    """The Practitioner resource that is this user (users.practitioner_id)."""
+    actors: frozenset[str] = frozenset()
+    """References that name this user in resources: ``Practitioner/..``,
+    ``PractitionerRole/..`` (and, for consent, ``Organization/<department>``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,21 @@ class Relationship:
 
 
 NO_RELATIONSHIP = Relationship()
+
+
+@dataclass(frozen=True, slots=True)
+class About:
+    """Everything one decision needs to know about a caller and a patient, at once.
+
+    Providers that can answer in one look-up (the store-backed one) offer
+    ``about(ctx, patient_id)``; ``break_glass`` is then the caller's live grant for
+    this patient, never a flag the caller sets on its own context.
+    """
+
+    patient: PatientFacts
+    relationship: Relationship
+    consent_denied: bool
+    break_glass: bool = False
 
 
 class AttributeProvider(Protocol):
@@ -84,6 +106,11 @@ class HospitalAttributes:
         for team in hospital.care_teams:
             teams[team.patient_id].append(team)
         self._teams = dict(teams)
+        appointments: defaultdict[str, list[Appointment]] = defaultdict(list)
+        for appointment in hospital.appointments:
+            if appointment.status not in ("cancelled", "noshow"):
+                appointments[appointment.patient_id].append(appointment)
+        self._appointments = dict(appointments)
 
     def user(self, principal: Principal) -> UserFacts:
         staff = self.hospital.staff_by_user_id.get(principal.id)
@@ -119,7 +146,12 @@ class HospitalAttributes:
             staff.user_id in t.user_ids and t.start <= today and (t.end is None or today <= t.end)
             for t in self._teams.get(patient_id, ())
         )
-        encounter = any(staff.user_id in e.user_ids for e in self._recent(patient_id, now))
+        encounter = any(staff.user_id in e.user_ids for e in self._recent(patient_id, now)) or any(
+            a.user_id == staff.user_id
+            and a.start <= now + self.window
+            and a.end >= now - self.window
+            for a in self._appointments.get(patient_id, ())
+        )
         admitted = self._admitted(patient_id, now)
         return Relationship(team, encounter, bool(admitted) and admitted == staff.department_id)
 

@@ -249,7 +249,13 @@ class _Snapshot:
             return Decision(False, (POLICY_ERROR,))
         reasons = self._names(result.diagnostics.reasons)
         if result.allowed:
-            return Decision(True, reasons, self.masks.fields_for(reasons, facts.resource_type))
+            return Decision(
+                True,
+                reasons,
+                self.masks.fields_for(reasons, facts.resource_type),
+                self.masks.readonly_for(reasons, facts.resource_type),
+                break_glass=facts.break_glass_active,
+            )
         return Decision(False, reasons or (DEFAULT_DENY,))
 
     def evaluate(self, facts: Facts) -> Evaluation:

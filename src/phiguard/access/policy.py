@@ -3,33 +3,43 @@
 The adapter turns one repository question, ``(AccessContext, AccessRequest)``, into
 ``Facts``: the action (``vread`` is a ``read``), the resource's security labels and
 VIP flag from its ``meta.security``, the patient it is about (compartment, then the
-resource's own patient reference), the relationship, consent and patient flags from
-the ``AttributeProvider``, and whether the token's scopes cover the action.
+resource's own patient reference), the relationship, consent, break-the-glass grant
+and patient flags from the ``AttributeProvider``, and whether the token's scopes
+cover the action (a ``patient/`` scope only for the token's launch patient).
 
 Workforce users and OAuth clients are decided by the policies.  Operator tokens and
 phiguard's own jobs (import, rotation, backup) are not people with roles and
-purposes; they go to ``fallback`` (by default today's ``OperatorOnlyPolicy``), so
-wiring this in does not change what maintenance may do.
+purposes; they go to ``fallback`` (by default ``OperatorOnlyPolicy``), so wiring
+this in does not change what maintenance may do.
 
 A decision made without the resource body (a type-level search, or the repository's
-pre-check before it has opened a record) cannot see labels; results must then be
-decided one by one with their bodies (``decide_each``) before they are returned.
+pre-check before it has opened a record) cannot see labels; the repository decides
+results one by one with their bodies (``per_resource``) and asks this adapter to
+carry out the obligations (``redact``, ``merge_hidden``).
+
+Break-the-glass: with a provider that answers ``about`` (the store-backed one), the
+``break_glass`` fact is the caller's live, unexpired grant for that very patient;
+``AccessContext.break_glass`` is ignored, so no caller can switch the override on
+for itself.  Providers without ``about`` (tests, the synthetic hospital) fall back
+to the context flag.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from phiguard.records.compartment import patient_of
 from phiguard.records.context import AccessContext
 from phiguard.records.hooks import AccessPolicy, AccessRequest, Decision, OperatorOnlyPolicy
 
-from .attributes import NO_RELATIONSHIP, AttributeProvider
+from .attributes import NO_RELATIONSHIP, About, AttributeProvider
 from .engine import PolicyEngine
 from .explain import Explanation, explain
 from .facts import ACTION_ALIASES, Facts, PatientFacts
 from .labels import has_flag, security_labels
+from .masks import apply_masks, merge_hidden
 from .scopes import scopes_allow
 
 POLICY_KINDS = frozenset({"user", "client"})
@@ -50,7 +60,12 @@ def patient_id_of(request: AccessRequest) -> str | None:
 
 
 class CedarPolicy:
-    """``AccessPolicy`` over a ``PolicyEngine`` and an ``AttributeProvider``."""
+    """``AccessPolicy`` over a ``PolicyEngine`` and an ``AttributeProvider``.
+
+    ``refresh`` (optional) is called at most every ``refresh_seconds`` from
+    ``decide``: the system passes the policy store's check for a newer policy
+    generation, so a running server picks up an administrator's change.
+    """
 
     def __init__(
         self,
@@ -58,10 +73,21 @@ class CedarPolicy:
         attributes: AttributeProvider,
         *,
         fallback: AccessPolicy | None = None,
+        refresh: Callable[[], object] | None = None,
+        refresh_seconds: float = 3.0,
     ) -> None:
         self.engine = engine
         self.attributes = attributes
         self.fallback: AccessPolicy = fallback or OperatorOnlyPolicy()
+        self._about: Callable[[AccessContext, str], About] | None = getattr(
+            attributes, "about", None
+        )
+        self._prefetch: Callable[[AccessContext, list[str]], object] | None = getattr(
+            attributes, "prefetch", None
+        )
+        self._refresh = refresh
+        self._refresh_every = refresh_seconds
+        self._next_refresh = 0.0
 
     def facts(self, ctx: AccessContext, request: AccessRequest) -> Facts:
         """The facts the engine decides ``request`` on."""
@@ -70,12 +96,18 @@ class CedarPolicy:
         patient: PatientFacts | None = None
         relationship = NO_RELATIONSHIP
         consent_denied = False
+        break_glass = ctx.break_glass if self._about is None else False
         if patient_id is not None:
-            patient = self.attributes.patient(patient_id)
+            if self._about is not None:
+                about = self._about(ctx, patient_id)
+                patient, relationship = about.patient, about.relationship
+                consent_denied, break_glass = about.consent_denied, about.break_glass
+            else:
+                patient = self.attributes.patient(patient_id)
+                relationship = self.attributes.relationship(principal, patient_id)
+                consent_denied = self.attributes.consent_denied(ctx, patient_id)
             if has_flag(request.resource, "vip") and not patient.vip:
                 patient = PatientFacts(patient.department, True, patient.employee)
-            relationship = self.attributes.relationship(principal, patient_id)
-            consent_denied = self.attributes.consent_denied(ctx, patient_id)
         return Facts(
             action=ACTION_ALIASES.get(request.action, request.action),
             resource_type=request.resource_type,
@@ -85,26 +117,66 @@ class CedarPolicy:
             labels=security_labels(request.resource),
             patient=patient,
             purpose=ctx.purpose,
-            break_glass=ctx.break_glass,
+            break_glass=break_glass,
             on_care_team=relationship.on_care_team,
             recent_encounter=relationship.recent_encounter,
             department_match=relationship.department_match,
             consent_denied=consent_denied,
-            scopes_allow=scopes_allow(principal.scopes, request.action, request.resource_type),
+            scopes_allow=scopes_allow(
+                principal.scopes,
+                request.action,
+                request.resource_type,
+                patient=patient_id,
+                launch_patient=ctx.launch_patient,
+                bind_patient=True,
+            ),
         )
 
     def decide(self, ctx: AccessContext, request: AccessRequest) -> Decision:
         if ctx.principal.kind not in POLICY_KINDS:
             return self.fallback.decide(ctx, request)
+        if self._refresh is not None:
+            now = time.monotonic()
+            if now >= self._next_refresh:
+                self._next_refresh = now + self._refresh_every
+                self._refresh()
         return self.engine.decide(self.facts(ctx, request))
+
+    # -- what the repository asks besides decisions ------------------------------------
+    def per_resource(self, ctx: AccessContext) -> bool:
+        """Users and clients get each result decided (and masked) on its own."""
+        if ctx.principal.kind in POLICY_KINDS:
+            return True
+        check = getattr(self.fallback, "per_resource", None)
+        return True if check is None else bool(check(ctx))
+
+    def prefetch(self, ctx: AccessContext, compartments: Iterable[str]) -> None:
+        """Load the attributes of many patients at once (a page of search results)."""
+        if self._prefetch is None or ctx.principal.kind not in POLICY_KINDS:
+            return
+        ids = sorted({c[8:] for c in compartments if c.startswith("Patient/")})
+        if ids:
+            self._prefetch(ctx, ids)
+
+    @staticmethod
+    def redact(resource: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+        """The decision's masks applied (a new dict; ``resource`` is untouched)."""
+        return apply_masks(resource, fields)
+
+    @staticmethod
+    def merge_hidden(
+        new: Mapping[str, Any],
+        old: Mapping[str, Any],
+        masked: Iterable[str],
+        readonly: Iterable[str],
+    ) -> dict[str, Any]:
+        """Masked fields keep their stored values; changed read-only fields are refused."""
+        return merge_hidden(new, old, masked, readonly)
 
     def decide_each(
         self, ctx: AccessContext, action: str, resources: Iterable[Mapping[str, Any]]
     ) -> list[Decision]:
-        """One decision per result of a search, history or $everything, on its own body.
-
-        The wiring drops the denied ones and masks the allowed ones before returning.
-        """
+        """One decision per resource, each on its own body (what search does per result)."""
         out = []
         for resource in resources:
             request = AccessRequest(

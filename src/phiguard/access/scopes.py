@@ -9,9 +9,10 @@ Both scope syntaxes are read: SMART v1 (``user/Observation.read``, ``.write``,
 ``.*``) and v2 (``patient/Observation.rs``, letters from ``cruds``).  A v2 scope with
 a query (``patient/Observation.rs?category=laboratory``) covers only the matching
 resources; the query cannot be checked here, so such a scope covers nothing (fail
-closed) until the wiring can evaluate it.  The ``patient/`` context additionally
-binds the token to its launch patient; the wiring must enforce that binding, this
-check only looks at type and action.
+closed).  A ``patient/`` scope binds the token to its launch patient: given the
+patient a request is about (``patient``) and the token's launch context
+(``launch_patient``), it covers only that patient's data (and data about no patient);
+without a launch patient it covers no patient's data at all.
 """
 
 from __future__ import annotations
@@ -45,8 +46,20 @@ def _letters(permission: str) -> str:
     return ""
 
 
-def scopes_allow(scopes: Iterable[str] | None, action: str, resource_type: str) -> bool:
-    """Whether ``scopes`` cover ``action`` on ``resource_type``; ``None`` = no token, no limit."""
+def scopes_allow(
+    scopes: Iterable[str] | None,
+    action: str,
+    resource_type: str,
+    *,
+    patient: str | None = None,
+    launch_patient: str | None = None,
+    bind_patient: bool = False,
+) -> bool:
+    """Whether ``scopes`` cover ``action`` on ``resource_type``; ``None`` = no token, no limit.
+
+    With ``bind_patient`` a ``patient/`` scope covers a request about ``patient`` only
+    when that is the token's ``launch_patient``.
+    """
     if scopes is None:
         return True
     letter = ACTION_LETTER.get(action)
@@ -56,7 +69,11 @@ def scopes_allow(scopes: Iterable[str] | None, action: str, resource_type: str) 
         match = _SCOPE.match(scope)
         if match is None:  # openid, fhirUser, launch, offline_access, v2 queries...
             continue
-        _context, rtype, permission = match.groups()
-        if rtype in ("*", resource_type) and letter in _letters(permission):
-            return True
+        context, rtype, permission = match.groups()
+        if rtype not in ("*", resource_type) or letter not in _letters(permission):
+            continue
+        elsewhere = launch_patient is None or (patient is not None and patient != launch_patient)
+        if bind_patient and context == "patient" and elsewhere:
+            continue
+        return True
     return False

@@ -154,9 +154,13 @@ class BundleProcessor:
         result = self.repo.search(
             rtype, [*parse_qsl(query, keep_blank_values=True), ("_count", "2")]
         )
-        if result.total != 1:
+        # Counted from the entries (at most two asked for): a filtered search may not
+        # give a total, and must not reveal matches the caller may not see.
+        matched = len(result.entries)
+        if matched != 1:
             raise InvalidResource(
-                f"entry {entry.index}: a conditional reference matched {result.total} resources"
+                f"entry {entry.index}: a conditional reference matched "
+                f"{'more than one resource' if matched > 1 else 'no resource'}"
             )
         return f"{rtype}/{result.entries[0].id}"
 
@@ -181,7 +185,7 @@ class BundleProcessor:
             {
                 "resourceType": "Bundle",
                 "type": "searchset",
-                "total": result.total,
+                **({"total": result.total} if result.total is not None else {}),
                 "entry": [{"resource": s.resource} for s in result.entries],
             },
         )

@@ -67,7 +67,9 @@ def status_for(exc: BaseException) -> tuple[int, str, list[str]]:
     if isinstance(exc, AuthenticationError):
         return 401, "login", ["authentication failed"]
     if isinstance(exc, AccessDenied):
-        return 403, "forbidden", ["access denied"]
+        # The message names a field or rule at most (never data): say what to change.
+        text = str(exc)
+        return 403, "forbidden", ["access denied", *([text] if text != "access denied" else [])]
     if isinstance(exc, NotFound):
         return 404, "not-found", [str(exc)]
     if isinstance(exc, Gone | KeyShreddedError):

@@ -125,10 +125,14 @@ def _search_bundle(
             "url": f"{base}/{rtype}?" + urlencode([*plain, ("_offset", str(offset))]),
         }
 
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": result.total}
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    # A search filtered by access control counts only what the caller may see, and
+    # leaves ``total`` out when it stopped scanning before the end (docs/access.md).
+    if result.total is not None:
+        bundle["total"] = result.total
     if result.count and not summary:
         links = [link("self", result.offset), link("first", 0)]
-        if result.offset + result.count < result.total:
+        if result.more:
             links.append(link("next", result.offset + result.count))
         if result.offset > 0:
             links.append(link("previous", max(0, result.offset - result.count)))

@@ -1,14 +1,21 @@
-"""The two seams inside every repository call: the access decision and the audit record.
+"""The seams inside every repository call: the access decision, the audit record, and
+the observers that keep derived indexes in step with writes.
 
-The access package provides the real policy; until it is wired in,
-``OperatorOnlyPolicy`` lets only operators and phiguard itself in (deny by default).
-The audit side is ``phiguard.audit``: the ledger, or a list in tests.
+``phiguard.access`` provides the real policy (``CedarPolicy``, wired in by
+``system.py``); ``OperatorOnlyPolicy`` lets only operators and phiguard itself in
+(deny by default) and is what a bare ``Vault`` uses.  The audit side is
+``phiguard.audit``: the ledger, or a list in tests.  A ``WriteObserver`` (the access
+relationship index) sees every written version inside the writing transaction, so
+the derived rows commit or roll back with the resource.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from sqlalchemy import Connection
 
 from phiguard.audit.events import AuditEvent, AuditSink, ListAuditSink, NullAuditSink
 
@@ -21,6 +28,10 @@ class Decision:
     reasons: tuple[str, ...] = ()
     # Obligations the repository must carry out on an allowed call, e.g. fields to mask.
     masked_fields: tuple[str, ...] = ()
+    # Fields the caller may see but not change (refused on update).
+    readonly_fields: tuple[str, ...] = ()
+    # The permit came from a break-the-glass grant: the audit record says so.
+    break_glass: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,27 @@ class OperatorOnlyPolicy:
             return Decision(True, (f"{ctx.principal.kind} may {request.action}",))
         return Decision(False, ("no policy grants this caller access",))
 
+    def per_resource(self, ctx: AccessContext) -> bool:
+        """Operators see every result alike: searches keep the fast counted path."""
+        return ctx.principal.kind not in ("operator", "system")
+
+
+@dataclass(frozen=True)
+class Written:
+    """One resource version as written (``resource`` None for a deletion)."""
+
+    resource_type: str
+    id: str
+    compartment: str
+    resource: dict[str, Any] | None
+    previous_patients: tuple[str, ...] = ()
+
+
+class WriteObserver(Protocol):
+    """Sees every write inside its transaction (derived indexes); must not open a new one."""
+
+    def written(self, conn: Connection, items: Sequence[Written]) -> None: ...
+
 
 # The audit seam's types live in the audit package; re-exported for the callers here.
 __all__ = [
@@ -55,4 +87,6 @@ __all__ = [
     "ListAuditSink",
     "NullAuditSink",
     "OperatorOnlyPolicy",
+    "WriteObserver",
+    "Written",
 ]

@@ -3,6 +3,17 @@
 Each public method follows the same steps: check the input, ask the access policy,
 open or seal through the keyring, touch the store, record an audit event (inside
 the same transaction for writes: no audit, no write), and only then return.
+
+Access is decided on the resource itself wherever there is one: the policy sees its
+security labels only in the sealed body, so reads open first and decide second, and
+search, history and ``$everything`` decide every result on its own body, drop the
+refused ones and apply the field masks of the rest.  A resource the caller may not
+read answers exactly like one that does not exist (``NotFound`` with the same
+text), so ids cannot be probed; a refusal on something the caller may see (a write
+they may not make) is ``AccessDenied``.  Searches by callers decided per resource
+count only what they may see: the candidates are scanned in order until the page
+(and one more, for the ``next`` link) is filled, and ``total`` is given only when
+the scan reached the end (see docs/access.md).
 """
 
 from __future__ import annotations
@@ -11,7 +22,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, func, select
@@ -34,7 +45,7 @@ from phiguard.store.tables import resource_heads, resources, search_tokens
 
 from .compartment import compartment_of, iter_references, patient_of
 from .context import AccessContext
-from .hooks import AccessRequest, AuditEvent, Decision
+from .hooks import AccessRequest, AuditEvent, Decision, Written
 from .params import date_tokens, params_for
 from .search import DateRange, SearchPlan, plan
 from .validation import known_type, valid_id, validate
@@ -63,10 +74,13 @@ class StoredResource:
 
 @dataclass(frozen=True)
 class SearchResult:
-    total: int
+    total: int | None
+    """Matches the caller may see; None when a filtered scan stopped before the end."""
     offset: int
     count: int
     entries: list[StoredResource]
+    more: bool = False
+    """Whether a further page has entries (what the ``next`` link may promise)."""
 
 
 @dataclass
@@ -142,6 +156,76 @@ class Repository:
     def _decide(self, request: AccessRequest) -> Decision:
         return self.vault.policy.decide(self.ctx, request)
 
+    def _per_resource(self) -> bool:
+        """Whether results must be decided one by one (every caller but operators)."""
+        check = getattr(self.vault.policy, "per_resource", None)
+        return True if check is None else bool(check(self.ctx))
+
+    def _shown(self, stored: StoredResource, decision: Decision) -> StoredResource:
+        """``stored`` as this caller may see it: the decision's masks applied."""
+        if not decision.masked_fields or stored.resource is None:
+            return stored
+        redact = getattr(self.vault.policy, "redact", None)
+        if redact is None:  # an obligation nobody can carry out: fail closed
+            raise AccessDenied(reasons=["masks-unsupported"])
+        return replace(stored, resource=redact(stored.resource, decision.masked_fields))
+
+    def _record_denial(self, request: AccessRequest, decision: Decision) -> None:
+        patient = request.compartment.removeprefix("Patient/") if request.compartment else None
+        self._audit(
+            request.action,
+            "denied",
+            None,  # a denial is recorded even though the caller's work rolls back
+            rtype=request.resource_type,
+            rid=request.resource_id,
+            patients=(patient,) if patient and patient != SHARED else (),
+            detail={"reasons": list(decision.reasons)},
+        )
+
+    def _require_visible(self, request: AccessRequest, missing: str) -> Decision:
+        """The decision for ``request``; a refusal is recorded and answered as absence."""
+        decision = self._decide(request)
+        if not decision.allowed:
+            self._record_denial(request, decision)
+            raise NotFound(missing)
+        return decision
+
+    def _require_existing(
+        self, request: AccessRequest, current: StoredResource, compartment: str, missing: str
+    ) -> Decision:
+        """A write or delete of an existing resource: hidden unless the caller may read
+        its current version, refused unless they may also change that version."""
+        read = AccessRequest(
+            "read", request.resource_type, request.resource_id, compartment, current.resource
+        )
+        if not self._decide(read).allowed:
+            self._record_denial(request, Decision(False, ("not-visible",)))
+            raise NotFound(missing)
+        on_current = replace(request, compartment=compartment, resource=current.resource)
+        return self._require(on_current, None)
+
+    def _current(self, conn: Connection, head: Any) -> StoredResource:
+        if head.deleted:
+            return StoredResource(
+                head.rtype, head.rid, int(head.version), int(head.last_updated), True, None
+            )
+        return self._open_head(conn, head)
+
+    def _merge_hidden(
+        self, resource: dict[str, Any], current: StoredResource, decision: Decision
+    ) -> dict[str, Any]:
+        """The new version with what the caller cannot see kept as stored, and read-only
+        fields checked (``AccessDenied`` names the field)."""
+        if current.resource is None or not (decision.masked_fields or decision.readonly_fields):
+            return resource
+        merge = getattr(self.vault.policy, "merge_hidden", None)
+        if merge is None:
+            raise AccessDenied(reasons=["masks-unsupported"])
+        merged: dict[str, Any] = merge(
+            resource, current.resource, decision.masked_fields, decision.readonly_fields
+        )
+        return merged
+
     def _audit(
         self,
         action: str,
@@ -153,6 +237,7 @@ class Repository:
         version: int | None = None,
         patients: tuple[str, ...] = (),
         detail: dict[str, Any] | None = None,
+        break_glass: bool = False,
     ) -> None:
         event = AuditEvent(
             action=action,
@@ -165,7 +250,7 @@ class Repository:
             resource_id=rid,
             version=version,
             patient_ids=patients,
-            break_glass=self.ctx.break_glass,
+            break_glass=self.ctx.break_glass or break_glass,
             source=self.ctx.source,
             detail=detail or {},
         )
@@ -179,16 +264,7 @@ class Repository:
     def _require(self, request: AccessRequest, conn: Connection | None) -> Decision:
         decision = self._decide(request)
         if not decision.allowed:
-            patient = request.compartment.removeprefix("Patient/") if request.compartment else None
-            self._audit(
-                request.action,
-                "denied",
-                None,  # a denial is recorded even though the caller's work rolls back
-                rtype=request.resource_type,
-                rid=request.resource_id,
-                patients=(patient,) if patient and patient != SHARED else (),
-                detail={"reasons": list(decision.reasons)},
-            )
+            self._record_denial(request, decision)
             raise AccessDenied(reasons=list(decision.reasons))
         return decision
 
@@ -332,6 +408,12 @@ class Repository:
                 for name, tok in p.tokens
             ],
         )
+        if self.vault.observers:
+            written = [
+                Written(key[0], key[1], p.compartment, p.stored.resource) for key, p in last.items()
+            ]
+            for observer in self.vault.observers:
+                observer.written(conn, written)
         for p in pending:
             key = (p.stored.resource_type, p.stored.id)
             if p.stored.deleted:
@@ -378,6 +460,10 @@ class Repository:
             self._check_type(rtype)
             if not isinstance(r.get("id"), str) or not valid_id(r["id"]):
                 raise InvalidResource(f"{rtype} has no valid id")
+        if self._per_resource():
+            # People writing in bulk get every check of a single update, item by item.
+            with self.atomic():
+                return [self.update(str(r["resourceType"]), str(r["id"]), r)[0] for r in items]
         with self.atomic() as conn:
             heads = self._heads_for(conn, [str(r["id"]) for r in items])
             for r in items:
@@ -528,7 +614,9 @@ class Repository:
         resource = {**resource, "id": rid}
         compartment = compartment_of(resource)
         with self.atomic() as conn:
-            self._require(AccessRequest("create", rtype, rid, compartment, resource), conn)
+            decision = self._require(
+                AccessRequest("create", rtype, rid, compartment, resource), conn
+            )
             if self._head(conn, rtype, rid) is not None:
                 raise VersionConflict(f"{rtype}/{rid} already exists")
             self._check_references(conn, [resource])
@@ -542,12 +630,17 @@ class Repository:
                 version=1,
                 patients=self._patients(resource),
             )
-        return stored
+        return self._shown(stored, decision)
 
     def update(
         self, rtype: str, rid: str, resource: dict[str, Any], *, if_match: int | None = None
     ) -> tuple[StoredResource, bool]:
-        """Write a new version (or create with this id); returns (stored, created)."""
+        """Write a new version (or create with this id); returns (stored, created).
+
+        For callers decided per resource, the current version must be visible to them
+        (else the id answers as unknown) and theirs to change; fields masked from them
+        keep their stored values, and read-only fields must not change.
+        """
         self._check_type(rtype)
         validate(resource, rtype)
         if not valid_id(rid):
@@ -559,7 +652,17 @@ class Repository:
         with self.atomic() as conn:
             head = self._head(conn, rtype, rid)
             action = "update" if head is not None else "create"
-            self._require(AccessRequest(action, rtype, rid, compartment, resource), conn)
+            if head is not None and self._per_resource():
+                current = self._current(conn, head)
+                on_current = self._require_existing(
+                    AccessRequest("update", rtype, rid),
+                    current,
+                    str(head.compartment),
+                    f"{rtype}/{rid} is not known",
+                )
+                resource = self._merge_hidden(resource, current, on_current)
+                compartment = compartment_of(resource)
+            decision = self._require(AccessRequest(action, rtype, rid, compartment, resource), conn)
             if head is not None and head.compartment != compartment:
                 # Moving a record to another patient is a clinical correction; the old
                 # compartment's policy must allow it too.
@@ -583,17 +686,26 @@ class Repository:
                 version=version,
                 patients=self._patients(resource),
             )
-        return stored, head is None
+        return self._shown(stored, decision), head is None
 
     def delete(self, rtype: str, rid: str) -> StoredResource | None:
         """Mark deleted (history keeps the versions); None if it was already deleted."""
         self._check_type(rtype)
+        missing = f"{rtype}/{rid} is not known"
         with self.atomic() as conn:
             head = self._head(conn, rtype, rid)
             if head is None:
-                self._require(AccessRequest("delete", rtype, rid), conn)
-                raise NotFound(f"{rtype}/{rid} is not known")
-            self._require(AccessRequest("delete", rtype, rid, head.compartment), conn)
+                self._require_visible(AccessRequest("delete", rtype, rid), missing)
+                raise NotFound(missing)
+            if self._per_resource():
+                self._require_existing(
+                    AccessRequest("delete", rtype, rid),
+                    self._current(conn, head),
+                    str(head.compartment),
+                    missing,
+                )
+            else:
+                self._require(AccessRequest("delete", rtype, rid, head.compartment), conn)
             if head.deleted:
                 return None
             stored = self._write_version(
@@ -613,13 +725,14 @@ class Repository:
 
     def read(self, rtype: str, rid: str) -> StoredResource:
         self._check_type(rtype)
+        missing = f"{rtype}/{rid} is not known"
         with self.atomic() as conn:
             head = self._head(conn, rtype, rid)
             if head is None:
-                self._require(AccessRequest("read", rtype, rid), conn)
-                raise NotFound(f"{rtype}/{rid} is not known")
+                self._require_visible(AccessRequest("read", rtype, rid), missing)
+                raise NotFound(missing)
             if head.deleted:
-                self._require(AccessRequest("read", rtype, rid, head.compartment), conn)
+                self._require_visible(AccessRequest("read", rtype, rid, head.compartment), missing)
                 if self.vault.keyring.is_shredded(head.compartment, conn):
                     raise Gone(f"{rtype}/{rid} was destroyed (its patient's key was shredded)")
                 raise Gone(f"{rtype}/{rid} was deleted")
@@ -631,9 +744,13 @@ class Repository:
                     resources.c.version == head.version,
                 )
             ).one()
-            stored = self._open(conn, row)
-            self._require(
-                AccessRequest("read", rtype, rid, head.compartment, stored.resource), conn
+            try:
+                stored = self._open(conn, row)
+            except Gone:
+                self._require_visible(AccessRequest("read", rtype, rid, head.compartment), missing)
+                raise
+            decision = self._require_visible(
+                AccessRequest("read", rtype, rid, head.compartment, stored.resource), missing
             )
             self._audit(
                 "read",
@@ -643,11 +760,13 @@ class Repository:
                 rid=rid,
                 version=stored.version,
                 patients=self._compartment_patients(head.compartment),
+                break_glass=decision.break_glass,
             )
-        return stored
+        return self._shown(stored, decision)
 
     def vread(self, rtype: str, rid: str, version: int) -> StoredResource:
         self._check_type(rtype)
+        missing = f"{rtype}/{rid} has no version {version}"
         with self.atomic() as conn:
             row = conn.execute(
                 select(resources).where(
@@ -658,11 +777,15 @@ class Repository:
                 )
             ).first()
             if row is None:
-                self._require(AccessRequest("vread", rtype, rid), conn)
-                raise NotFound(f"{rtype}/{rid} has no version {version}")
-            stored = self._open(conn, row)
-            self._require(
-                AccessRequest("vread", rtype, rid, row.compartment, stored.resource), conn
+                self._require_visible(AccessRequest("vread", rtype, rid), missing)
+                raise NotFound(missing)
+            try:
+                stored = self._open(conn, row)
+            except Gone:
+                self._require_visible(AccessRequest("vread", rtype, rid, row.compartment), missing)
+                raise
+            decision = self._require_visible(
+                AccessRequest("vread", rtype, rid, row.compartment, stored.resource), missing
             )
             if stored.deleted:
                 raise Gone(f"{rtype}/{rid} version {version} is a deletion")
@@ -674,17 +797,19 @@ class Repository:
                 rid=rid,
                 version=version,
                 patients=self._compartment_patients(row.compartment),
+                break_glass=decision.break_glass,
             )
-        return stored
+        return self._shown(stored, decision)
 
     def history(self, rtype: str, rid: str) -> list[StoredResource]:
+        """Every version, newest first; each decided on its own body (labels may change)."""
         self._check_type(rtype)
+        missing = f"{rtype}/{rid} is not known"
         with self.atomic() as conn:
             head = self._head(conn, rtype, rid)
             if head is None:
-                self._require(AccessRequest("history", rtype, rid), conn)
-                raise NotFound(f"{rtype}/{rid} is not known")
-            self._require(AccessRequest("history", rtype, rid, head.compartment), conn)
+                self._require_visible(AccessRequest("history", rtype, rid), missing)
+                raise NotFound(missing)
             rows = conn.execute(
                 select(resources)
                 .where(
@@ -694,16 +819,33 @@ class Repository:
                 )
                 .order_by(resources.c.version.desc())
             ).all()
-            out = []
+            opened = []
             for row in rows:
                 try:
-                    out.append(self._open(conn, row))
+                    opened.append((row, self._open(conn, row)))
                 except Gone:
-                    out.append(
-                        StoredResource(
-                            rtype, rid, int(row.version), int(row.last_updated), True, None
-                        )
+                    stub = StoredResource(
+                        rtype, rid, int(row.version), int(row.last_updated), True, None
                     )
+                    opened.append((row, stub))
+            # The resource as a whole: decided on its newest readable version.
+            newest = next((s.resource for _r, s in opened if s.resource is not None), None)
+            decision = self._require_visible(
+                AccessRequest("history", rtype, rid, head.compartment, newest), missing
+            )
+            per_resource = self._per_resource()
+            out = []
+            used_break_glass = decision.break_glass
+            for row, stored in opened:
+                if stored.resource is None or not per_resource:
+                    out.append(stored)
+                    continue
+                each = self._decide(
+                    AccessRequest("history", rtype, rid, row.compartment, stored.resource)
+                )
+                if each.allowed:
+                    used_break_glass |= each.break_glass
+                    out.append(self._shown(stored, each))
             self._audit(
                 "history",
                 "success",
@@ -711,7 +853,8 @@ class Repository:
                 rtype=rtype,
                 rid=rid,
                 patients=self._compartment_patients(head.compartment),
-                detail={"versions": len(out)},
+                detail={"versions": len(out), "withheld": len(opened) - len(out)},
+                break_glass=used_break_glass,
             )
         return out
 
@@ -721,6 +864,8 @@ class Repository:
         search_plan = plan(rtype, items)
         with self.atomic() as conn:
             self._require(AccessRequest("search", rtype), conn)
+            if self._per_resource():
+                return self._search_filtered(conn, rtype, items, search_plan)
             counted, heads = self._candidates(conn, search_plan)
             first, last = search_plan.offset, search_plan.offset + search_plan.count
             if search_plan.post_filters:
@@ -755,7 +900,72 @@ class Repository:
                     "params": sorted({n for n, _ in items}),
                 },
             )
-        return SearchResult(total, search_plan.offset, search_plan.count, page)
+        more = not search_plan.summary_count and search_plan.offset + search_plan.count < total
+        return SearchResult(total, search_plan.offset, search_plan.count, page, more)
+
+    SCAN_BATCH = 200
+    """Candidates opened and decided at a time by a filtered search."""
+
+    def _search_filtered(
+        self, conn: Connection, rtype: str, items: list[tuple[str, str]], search_plan: SearchPlan
+    ) -> SearchResult:
+        """Search for a caller decided per resource: only what they may see counts.
+
+        Candidates (blind-index matches, in the search's order) are opened a batch at a
+        time, re-checked, decided on their bodies, and the visible ones kept until the
+        page and one more are found; ``total`` is the visible count when the scan got to
+        the end, else None.  Nothing about withheld resources reaches the caller.
+        """
+        _counted, heads = self._candidates(conn, search_plan, every=True)
+        heads = self._recheck(conn, rtype, heads, search_plan)
+        wanted = None if search_plan.summary_count else search_plan.offset + search_plan.count
+        prefetch = getattr(self.vault.policy, "prefetch", None)
+        visible: list[StoredResource] = []
+        decided = 0
+        used_break_glass = False
+        pos = 0
+        while pos < len(heads) and (wanted is None or len(visible) <= wanted):
+            batch = heads[pos : pos + self.SCAN_BATCH]
+            pos += len(batch)
+            opened = self._open_heads(conn, batch)
+            if prefetch is not None:
+                prefetch(self.ctx, [str(h.compartment) for h in batch])
+            for head, stored in zip(batch, opened, strict=True):
+                if stored.resource is None:
+                    continue
+                if search_plan.post_filters and not all(
+                    f(stored.resource) for f in search_plan.post_filters
+                ):
+                    continue
+                decided += 1
+                decision = self._decide(
+                    AccessRequest("search", rtype, stored.id, head.compartment, stored.resource)
+                )
+                if decision.allowed:
+                    used_break_glass |= decision.break_glass
+                    visible.append(self._shown(stored, decision))
+        complete = pos >= len(heads)
+        total = len(visible) if complete else None
+        first, last = search_plan.offset, search_plan.offset + search_plan.count
+        page = [] if search_plan.summary_count else visible[first:last]
+        more = not search_plan.summary_count and len(visible) > last
+        patients = sorted({p for s in page for p in self._patients(s.resource or {})})
+        self._audit(
+            "search",
+            "success",
+            conn,
+            rtype=rtype,
+            patients=tuple(patients),
+            detail={
+                "total": total,
+                "returned": len(page),
+                "decided": decided,
+                "withheld": decided - len(visible),
+                "params": sorted({n for n, _ in items}),
+            },
+            break_glass=used_break_glass,
+        )
+        return SearchResult(total, search_plan.offset, search_plan.count, page, more)
 
     def _recheck(
         self, conn: Connection, rtype: str, heads: list[Any], search_plan: SearchPlan
@@ -834,10 +1044,10 @@ class Repository:
             )
 
     def _candidates(
-        self, conn: Connection, search_plan: SearchPlan
+        self, conn: Connection, search_plan: SearchPlan, *, every: bool = False
     ) -> tuple[int | None, list[Any]]:
-        """(total, the page's heads), or (None, every candidate) when the candidates
-        must be decrypted and re-checked before they can be counted."""
+        """(total, the page's heads), or (None, every candidate, in order) when the
+        candidates must be decrypted and re-checked (or decided) before they count."""
         h = resource_heads.c
         rtype = search_plan.resource_type
         conds = [h.tenant == self.tenant, h.rtype == rtype, h.deleted.is_(False)]
@@ -859,7 +1069,7 @@ class Repository:
                 for v in tf.values
             ]
             token_sets.append((tf.param.name, tokens))
-        cols = (h.rtype, h.rid, h.version, h.last_updated)
+        cols = (h.rtype, h.rid, h.version, h.last_updated, h.compartment)
         st1 = search_tokens.alias("st1")
         if token_sets:
             # Drive the query from the most selective index there is, the tokens of the
@@ -909,7 +1119,7 @@ class Repository:
         else:
             order_by = [rid_col.desc()] if search_plan.sort_desc else [rid_col]
         rechecking = any(tf.recheck for tf in search_plan.token_filters)
-        if search_plan.post_filters or rechecking:
+        if search_plan.post_filters or rechecking or every:
             return None, list(conn.execute(stmt.order_by(*order_by)).all())
         total = int(conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one())
         if search_plan.summary_count or search_plan.offset >= total:
@@ -918,14 +1128,20 @@ class Repository:
         return total, list(conn.execute(page).all())
 
     def everything(self, patient_id: str) -> list[StoredResource]:
-        """The patient and every current resource in their compartment."""
+        """The patient and every current resource in their compartment that the caller may
+        read, each decided on its own body and masked."""
         compartment = f"Patient/{patient_id}"
+        missing = f"Patient/{patient_id} is not known"
         with self.atomic() as conn:
             head = self._head(conn, "Patient", patient_id)
             if head is None or head.deleted:
-                self._require(AccessRequest("everything", "Patient", patient_id), conn)
-                raise NotFound(f"Patient/{patient_id} is not known")
-            self._require(AccessRequest("everything", "Patient", patient_id, compartment), conn)
+                self._require_visible(AccessRequest("everything", "Patient", patient_id), missing)
+                raise NotFound(missing)
+            patient = self._open_head(conn, head)
+            decision = self._require_visible(
+                AccessRequest("everything", "Patient", patient_id, compartment, patient.resource),
+                missing,
+            )
             heads = conn.execute(
                 select(
                     resource_heads.c.rtype,
@@ -944,7 +1160,21 @@ class Repository:
                     resource_heads.c.rid,
                 )
             ).all()
-            out = [s for s in (self._open_head(conn, h) for h in heads) if s.resource is not None]
+            opened = [s for s in self._open_heads(conn, list(heads)) if s.resource is not None]
+            used_break_glass = decision.break_glass
+            if self._per_resource():
+                out = []
+                for stored in opened:
+                    each = self._decide(
+                        AccessRequest(
+                            "read", stored.resource_type, stored.id, compartment, stored.resource
+                        )
+                    )
+                    if each.allowed:
+                        used_break_glass |= each.break_glass
+                        out.append(self._shown(stored, each))
+            else:
+                out = opened
             self._audit(
                 "everything",
                 "success",
@@ -952,7 +1182,8 @@ class Repository:
                 rtype="Patient",
                 rid=patient_id,
                 patients=(patient_id,),
-                detail={"returned": len(out)},
+                detail={"returned": len(out), "withheld": len(opened) - len(out)},
+                break_glass=used_break_glass,
             )
         return out
 

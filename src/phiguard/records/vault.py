@@ -17,7 +17,7 @@ from phiguard.crypto.keyring import INDEX_COMPARTMENT, Keyring
 from phiguard.errors import KeyProviderError
 
 from .context import AccessContext
-from .hooks import AccessPolicy, AuditSink, NullAuditSink, OperatorOnlyPolicy
+from .hooks import AccessPolicy, AuditSink, NullAuditSink, OperatorOnlyPolicy, WriteObserver
 from .repository import Repository
 
 
@@ -104,6 +104,8 @@ class Vault:
         self.clock: Clock = clock or keyring.clock or SystemClock()
         self.cipher: Cipher = cipher or KeyringCipher(keyring)
         self.indexer = self._open_indexer()
+        # Derived indexes kept in step with every write (the access relationship index).
+        self.observers: list[WriteObserver] = []
 
     def _open_indexer(self) -> BlindIndexer:
         """The blind indexer, keyed from the tenant's index data key (created on first use).

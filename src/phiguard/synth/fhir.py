@@ -51,6 +51,7 @@ Coding = tuple[str, str, str]
 """(system, code, display); turned into fresh dicts per resource by ``_coding``."""
 
 VIP_LABEL: Final[Coding] = (FLAGS_SYSTEM, "vip", "VIP patient")
+EMPLOYEE_LABEL: Final[Coding] = (FLAGS_SYSTEM, "employee", "Patient is a member of staff")
 RESTRICTED: Final[Coding] = (CONFIDENTIALITY, "R", "restricted")
 SENSITIVITY_LABELS: Final[dict[Sensitivity, Coding]] = {
     "mental-health": (ACT_CODE, "PSY", "psychiatry information sensitivity"),
@@ -130,7 +131,9 @@ def to_fhir(hospital: Hospital) -> Iterator[Resource]:
     for member in hospital.staff:
         yield _practitioner_role(member, departments[member.department_id])
     for patient in hospital.patients:
-        yield _patient(patient, hospital.organization_id)
+        yield _patient(
+            patient, hospital.organization_id, patient.patient_id in hospital.staff_by_patient_id
+        )
     practitioner = {s.user_id: s.practitioner_id for s in hospital.staff}
     for encounter in hospital.encounters:
         yield _encounter(encounter, practitioner)
@@ -205,7 +208,7 @@ def _practitioner_role(member: StaffMember, department: Department) -> Resource:
     }
 
 
-def _patient(patient: Patient, organization_id: str) -> Resource:
+def _patient(patient: Patient, organization_id: str, employee: bool = False) -> Resource:
     resource: Resource = {
         "resourceType": "Patient",
         "id": patient.patient_id,
@@ -231,8 +234,10 @@ def _patient(patient: Patient, organization_id: str) -> Resource:
         "address": _address(patient.address, patient.city, patient.postal_code),
         "managingOrganization": _ref("Organization", organization_id),
     }
-    if patient.vip:
-        resource["meta"] = {"security": [_coding(VIP_LABEL)]}
+    flags = [_coding(c) for c, on in ((VIP_LABEL, patient.vip), (EMPLOYEE_LABEL, employee)) if on]
+    if flags:
+        # Access control narrows the reach to VIPs and employee-patients.
+        resource["meta"] = {"security": flags}
     return resource
 
 
@@ -338,3 +343,61 @@ def _observation(observation: Observation) -> Resource:
     if observation.sensitivity is not None:
         resource["meta"] = _security(observation.sensitivity)
     return resource
+
+
+CONSENT_SCOPE: Final = "http://terminology.hl7.org/CodeSystem/consentscope"
+CONSENT_CATEGORY: Final = "http://loinc.org"
+PURPOSE_OF_USE: Final = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+
+
+def consent_denying(
+    consent_id: str,
+    patient_id: str,
+    *,
+    practitioners: tuple[str, ...] = (),
+    organizations: tuple[str, ...] = (),
+    purposes: tuple[str, ...] = (),
+    start: str | None = None,
+    end: str | None = None,
+    status: str = "active",
+) -> Resource:
+    """A privacy Consent that permits by default and denies the named people,
+    organisations and/or purposes of use (all three empty: denies everyone).
+
+    The synthetic hospital has no consent directives of its own; tests and demos add
+    them with this, in the shape a patient portal would record them.
+    """
+    actors = [
+        {
+            "role": _concept((PARTICIPATION, "PRCP", "primary information recipient")),
+            "reference": _ref("Practitioner", p),
+        }
+        for p in practitioners
+    ] + [
+        {
+            "role": _concept((PARTICIPATION, "PRCP", "primary information recipient")),
+            "reference": _ref("Organization", o),
+        }
+        for o in organizations
+    ]
+    deny: Resource = {"type": "deny"}
+    if actors:
+        deny["actor"] = actors
+    if purposes:
+        deny["purpose"] = [
+            {"system": PURPOSE_OF_USE, "code": code, "display": code} for code in purposes
+        ]
+    if start or end:
+        deny["period"] = {k: v for k, v in (("start", start), ("end", end)) if v}
+    return {
+        "resourceType": "Consent",
+        "id": consent_id,
+        "status": status,
+        "scope": _concept((CONSENT_SCOPE, "patient-privacy", "Privacy Consent")),
+        "category": [_concept((CONSENT_CATEGORY, "59284-0", "Patient Consent"))],
+        "patient": _ref("Patient", patient_id),
+        "policyRule": _concept(
+            ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "OPTIN", "opt-in")
+        ),
+        "provision": {"type": "permit", "provision": [deny]},
+    }

@@ -16,7 +16,17 @@ from phiguard.errors import IdentityError, PasswordPolicyError
 from phiguard.identity.accounts import ROLES, Account, AccountError, UnknownAccount
 from phiguard.identity.sessions import Session
 
-from .pages import FormTooLarge, address, forbidden, form, redirect, render, signed_in, to_login
+from .pages import (
+    FormTooLarge,
+    address,
+    forbidden,
+    form,
+    redirect,
+    render,
+    signed_in,
+    submitted,
+    to_login,
+)
 from .session import check_csrf, console
 
 router = APIRouter(include_in_schema=False)
@@ -91,10 +101,7 @@ async def user_action(request: Request, user_id: str, action: str) -> Response:
     if isinstance(current, Response):
         return current
     session, admin = current
-    try:
-        data = await form(request)
-    except FormTooLarge:
-        data = {}
+    data = await submitted(request)
     if action not in ACTIONS or not check_csrf(request, data.get("csrf")):
         return render(
             request,

@@ -22,7 +22,15 @@ from phiguard.identity.accounts import Account, AccountError, UnknownAccount
 from phiguard.monitor.workflow import DISPOSITIONS, AlertRow, Workflow
 from phiguard.system import System
 
-from .pages import FormTooLarge, address, forbidden, form, redirect, render, signed_in, to_login
+from .pages import (
+    address,
+    forbidden,
+    redirect,
+    render,
+    signed_in,
+    submitted,
+    to_login,
+)
 from .session import check_csrf, console
 
 router = APIRouter(include_in_schema=False)
@@ -117,62 +125,6 @@ async def queue(request: Request, detector: str = "", status: str = "queued") ->
     )
 
 
-@router.get("/monitor/alerts/{alert_id}")
-async def alert_page(request: Request, alert_id: str) -> Response:
-    officer = _officer(request)
-    if isinstance(officer, Response):
-        return officer
-    wf = _workflow(request)
-    try:
-        detail = await run_in_threadpool(
-            lambda: wf.alert(alert_id[:128], by=officer.principal, source=address(request))
-        )
-    except MonitorError:
-        return _missing(request, officer)
-    return render(
-        request,
-        "console_monitor_item.html",
-        account=officer,
-        kind="alerts",
-        item_id=detail.row.alert_id,
-        row=detail.row,
-        reason=detail.reason,
-        evidence=detail.evidence,
-        alerts=(),
-        notes=detail.notes,
-        timeline=detail.timeline,
-        dispositions=DISPOSITIONS,
-    )
-
-
-@router.get("/monitor/cases/{case_id}")
-async def case_page(request: Request, case_id: str) -> Response:
-    officer = _officer(request)
-    if isinstance(officer, Response):
-        return officer
-    wf = _workflow(request)
-    try:
-        detail = await run_in_threadpool(
-            lambda: wf.case(case_id[:128], by=officer.principal, source=address(request))
-        )
-    except MonitorError:
-        return _missing(request, officer)
-    return render(
-        request,
-        "console_monitor_item.html",
-        account=officer,
-        kind="cases",
-        item_id=detail.row.case_id,
-        row=detail.row,
-        reason=detail.reason,
-        evidence=(),
-        alerts=detail.alerts,
-        notes=detail.notes,
-        timeline=detail.timeline,
-        dispositions=DISPOSITIONS,
-    )
-
-
 def _missing(request: Request, officer: Account) -> Response:
     return render(
         request,
@@ -229,15 +181,45 @@ async def patient_page(request: Request, patient_id: str) -> Response:
     )
 
 
+@router.get("/monitor/{kind}/{item_id}")
+async def item_page(request: Request, kind: str, item_id: str) -> Response:
+    """One alert or case opened for review (the workflow records the opening)."""
+    officer = _officer(request)
+    if isinstance(officer, Response):
+        return officer
+    if kind not in ("alerts", "cases"):
+        return _missing(request, officer)
+    wf = _workflow(request)
+    opener = wf.alert if kind == "alerts" else wf.case
+    try:
+        detail = await run_in_threadpool(
+            lambda: opener(item_id[:128], by=officer.principal, source=address(request))
+        )
+    except MonitorError:
+        return _missing(request, officer)
+    row = detail.row
+    return render(
+        request,
+        "console_monitor_item.html",
+        account=officer,
+        kind=kind,
+        item_id=row.alert_id if isinstance(row, AlertRow) else row.case_id,
+        row=row,
+        reason=detail.reason,
+        evidence=getattr(detail, "evidence", ()),
+        alerts=getattr(detail, "alerts", ()),
+        notes=detail.notes,
+        timeline=detail.timeline,
+        dispositions=DISPOSITIONS,
+    )
+
+
 @router.post("/monitor/{kind}/{item_id}/{action}")
 async def act(request: Request, kind: str, item_id: str, action: str) -> Response:
     officer = _officer(request)
     if isinstance(officer, Response):
         return officer
-    try:
-        data = await form(request)
-    except FormTooLarge:
-        data = {}
+    data = await submitted(request)
     back = f"/monitor/{kind}/{item_id}" if kind in ("alerts", "cases") else "/monitor"
     if kind not in ("alerts", "cases") or not check_csrf(request, data.get("csrf")):
         return _refused(request, officer, "The form expired; nothing was changed.", back)

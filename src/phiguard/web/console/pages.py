@@ -79,6 +79,14 @@ async def form(request: Request) -> dict[str, str]:
     return values
 
 
+async def submitted(request: Request) -> dict[str, str]:
+    """The form, or an empty one when a field is oversized (it then fails its checks)."""
+    try:
+        return await form(request)
+    except FormTooLarge:
+        return {}
+
+
 def signed_in(request: Request) -> tuple[Session, Account] | None:
     """The AAL2 session and its (active) account, or None."""
     session = current_session(request)

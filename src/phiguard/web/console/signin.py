@@ -29,6 +29,7 @@ from .pages import (
     render,
     safe_next,
     signed_in,
+    submitted,
     to_login,
 )
 from .passkeys import has_keys
@@ -146,10 +147,7 @@ async def mfa(request: Request) -> Response:
     if pending is None:
         return redirect("/login")
     sid, user_id = pending
-    try:
-        data = await form(request)
-    except FormTooLarge:
-        data = {}
+    data = await submitted(request)
     target = safe_next(data.get("next"))
     if not check_csrf(request, data.get("csrf")):
         return render(request, "console_mfa.html", status=403, error=EXPIRED, next=target)
@@ -207,10 +205,7 @@ async def enrol(request: Request) -> Response:
     if pending is None:
         return redirect("/login")
     sid, user_id = pending
-    try:
-        data = await form(request)
-    except FormTooLarge:
-        data = {}
+    data = await submitted(request)
     target = safe_next(data.get("next"))
     if not check_csrf(request, data.get("csrf")):
         return redirect(f"/mfa/enrol?next={quote(target, safe='/')}")
@@ -256,10 +251,7 @@ async def reauth(request: Request) -> Response:
     if current is None or sid is None:
         return to_login(request)
     _, account = current
-    try:
-        data = await form(request)
-    except FormTooLarge:
-        data = {}
+    data = await submitted(request)
     target = safe_next(data.get("next"))
     if not check_csrf(request, data.get("csrf")):
         return render(
@@ -297,10 +289,7 @@ async def reauth(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     sid = session_id(request)
-    try:
-        data = await form(request)
-    except FormTooLarge:
-        data = {}
+    data = await submitted(request)
     if sid is not None and check_csrf(request, data.get("csrf")):
         await run_in_threadpool(console(request).sessions.revoke, sid)
         response = redirect("/login")

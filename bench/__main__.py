@@ -1,4 +1,4 @@
-"""``python -m bench [read|import|search|all] [options]``; no command runs them all.
+"""``python -m bench [read|import|search|audit|tokens|all] [options]``; no command runs them all.
 
 Examples::
 
@@ -20,11 +20,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import audit, imports, monitor_ingest, read, search
+from . import audit, imports, monitor_ingest, read, search, tokens
 from .common import AUDITS, OUT, Result
 from .machine import describe, load_average, render
 
-COMMANDS = ("all", "read", "import", "search", "audit", "monitor-ingest")
+COMMANDS = ("all", "read", "import", "search", "audit", "monitor-ingest", "tokens")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     ledger_opts = argparse.ArgumentParser(add_help=False)
     ledger_opts.add_argument("--events", type=int, help="events appended per round")
     ledger_opts.add_argument("--proof-size", type=int, help="entries in the proof ledger")
+    token_opts = argparse.ArgumentParser(add_help=False)
+    token_opts.add_argument(
+        "--n", type=int, help=f"verifications per round (default {tokens.DEFAULT_N})"
+    )
+    token_opts.add_argument(
+        "--reads", type=int, help=f"FHIR reads per round (default {tokens.DEFAULT_READS})"
+    )
 
     monitor_opts = argparse.ArgumentParser(add_help=False)
     monitor_opts.add_argument(
@@ -120,6 +127,11 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common, monitor_opts],
         help="monitoring CSV ingest rows/s (sealed) and ledger-to-alert latency",
     )
+    sub.add_parser(
+        "tokens",
+        parents=[common, token_opts],
+        help="access-token verification, and the cost of authentication on a FHIR read",
+    )
     return parser
 
 
@@ -136,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(args_list)
     quick: bool = args.quick
     rounds = _pick(args.rounds, quick, 3, 5)
-    everything = ("read", "import", "search", "audit", "monitor-ingest")
+    everything = ("read", "import", "search", "audit", "monitor-ingest", "tokens")
     todo = everything if args.command == "all" else (args.command,)
 
     info = describe()
@@ -184,6 +196,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ),
                     rounds=rounds,
                     seed=args.seed,
+                    workdir=work,
+                )
+            elif name == "tokens":
+                own = args.command == "tokens"  # under "all", --n belongs to read
+                res = tokens.run(
+                    n=_pick(args.n if own else None, quick, tokens.QUICK_N, tokens.DEFAULT_N),
+                    reads=_pick(
+                        args.reads if own else None,
+                        quick,
+                        tokens.QUICK_READS,
+                        tokens.DEFAULT_READS,
+                    ),
+                    rounds=rounds,
                     workdir=work,
                 )
             elif name == "audit":

@@ -213,6 +213,12 @@ def test_smart_configuration_and_jwks(env: Env) -> None:
     } <= set(conf["capabilities"])
     keys = requests.get(conf["jwks_uri"], timeout=10).json()["keys"]
     assert keys and all(k["kty"] == "RSA" and "d" not in k for k in keys)
+    metadata = requests.get(f"{env.server.fhir}/metadata", timeout=10).json()
+    security = metadata["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    uris = {e["url"]: e["valueUri"] for e in security["extension"][0]["extension"]}
+    assert uris["token"] == conf["token_endpoint"]
+    assert uris["authorize"] == conf["authorization_endpoint"]
 
 
 # -- authorization code + PKCE ----------------------------------------------------------

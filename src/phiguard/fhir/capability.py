@@ -94,12 +94,44 @@ def capability_statement(base: str, now: str) -> dict[str, Any]:
                     "Search runs on keyed blind-index tokens: string parameters match whole "
                     "words exactly after case and accent folding (no prefix match)."
                 ),
-                "security": {
-                    "cors": False,
-                    "description": "Bearer tokens required on every call but this one.",
-                },
+                "security": _security(base),
                 "resource": resources,
                 "interaction": [{"code": "batch"}, {"code": "transaction"}],
             }
         ],
+    }
+
+
+def _security(base: str) -> dict[str, Any]:
+    """SMART on FHIR: the OAuth endpoints beside the FHIR base (discovery is also at
+    ``/.well-known/smart-configuration``)."""
+    root = base.removesuffix("/fhir")
+    uris = {
+        "authorize": "/oauth/authorize",
+        "token": "/oauth/token",
+        "revoke": "/oauth/revoke",
+        "introspect": "/oauth/introspect",
+    }
+    return {
+        "cors": False,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ]
+            }
+        ],
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": k, "valueUri": root + v} for k, v in uris.items()],
+            }
+        ],
+        "description": (
+            "Bearer tokens required on every call but this one: OAuth2 access tokens "
+            "(SMART App Launch, Backend Services) or operator tokens."
+        ),
     }

@@ -25,18 +25,15 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from authlib.oauth2 import AuthorizationServer  # type: ignore[import-untyped]
 from authlib.oauth2.rfc6749 import (  # type: ignore[import-untyped]
     AccessDeniedError,
     InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
     OAuth2Error,
-    OAuth2Payload,
     OAuth2Request,
 )
 from authlib.oauth2.rfc7009 import RevocationEndpoint  # type: ignore[import-untyped]
@@ -50,11 +47,21 @@ from . import oauth_scopes as sc
 from .accounts import Account, Accounts, UnknownAccount
 from .clients import Client, ClientRegistry
 from .oauth_assertion import METHOD as PRIVATE_KEY_JWT
-from .oauth_assertion import ClientAssertionAuth
-from .oauth_grants import BackendGrant, CodeGrant, RotatingRefreshGrant, S256Challenge
+from .oauth_http import (
+    AUTHORIZE_PATH,
+    INTROSPECT_PATH,
+    JWKS_PATH,
+    REVOKE_PATH,
+    TOKEN_PATH,
+    FormRequest,
+    HttpRequest,
+    OAuthResponse,
+    genericise,
+)
 from .oauth_keys import IdTokenSigner
+from .oauth_server import AccessRef, RefreshRef, Server
 from .oauth_store import MAX_SECRET_CHARS, AuthorizationCode, OAuthStore, RefreshToken
-from .tokens import MAX_LIFETIME, IssuedToken, TokenClaims, TokenService
+from .tokens import MAX_LIFETIME, IssuedToken, TokenService
 
 if TYPE_CHECKING:
     from phiguard.system import System
@@ -67,24 +74,6 @@ MAX_NONCE = 256
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 PURPOSE = "HOPERAT"
 
-AUTHORIZE_PATH = "/oauth/authorize"
-TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
-REVOKE_PATH = "/oauth/revoke"
-INTROSPECT_PATH = "/oauth/introspect"
-JWKS_PATH = "/.well-known/jwks.json"
-
-GENERIC = {
-    "invalid_request": "the request is invalid",
-    "invalid_client": "client authentication failed",
-    "invalid_grant": "the grant is invalid, expired or revoked",
-    "unauthorized_client": "the client may not use this grant",
-    "unsupported_grant_type": "unsupported grant type",
-    "unsupported_response_type": "unsupported response type",
-    "invalid_scope": "the requested scope is invalid",
-    "access_denied": "the request was denied",
-    "unsupported_token_type": "unsupported token type",
-}
-
 
 class OAuthError(IdentityError):
     """An OAuth operation outside the protocol endpoints was refused (CLI, tooling)."""
@@ -92,33 +81,6 @@ class OAuthError(IdentityError):
 
 class PatientRequired(OAuthError):
     """The consent form asked for a launch patient and got none, or a malformed id."""
-
-
-# -- the framework-neutral request and response ----------------------------------------
-
-
-@dataclass
-class HttpRequest:
-    """One HTTP request as the web adapter read it (body already limited and parsed)."""
-
-    method: str
-    uri: str  # the public base URL + path + query: never built from the Host header
-    headers: dict[str, str]
-    query: list[tuple[str, str]] = field(default_factory=list)
-    form: list[tuple[str, str]] = field(default_factory=list)
-    source: str = ""
-    request_id: str = ""
-
-
-@dataclass
-class OAuthResponse:
-    status: int
-    body: dict[str, Any] | str
-    headers: list[tuple[str, str]]
-
-    @property
-    def location(self) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == "location"), None)
 
 
 @dataclass(frozen=True)
@@ -148,182 +110,6 @@ class BadAuthorization(Exception):
     def __init__(self, error: str) -> None:
         super().__init__(error)
         self.error = error
-
-
-class _Payload(OAuth2Payload):  # type: ignore[misc]
-    def __init__(self, items: list[tuple[str, str]]) -> None:
-        self._items = items
-        self._data: dict[str, str] = {}
-        for key, value in items:
-            self._data.setdefault(key, value)
-
-    @property
-    def data(self) -> dict[str, str]:
-        return self._data
-
-    @property
-    def datalist(self) -> defaultdict[str, list[str]]:
-        values: defaultdict[str, list[str]] = defaultdict(list)
-        for key, value in self._items:
-            values[key].append(value)
-        return values
-
-
-class FormRequest(OAuth2Request):  # type: ignore[misc]
-    """An ``OAuth2Request`` over an ``HttpRequest``.  The authorization endpoint reads
-    its parameters from the query (the consent form posts back to the same URL); the
-    token, revocation and introspection endpoints from the form body only."""
-
-    def __init__(self, http: HttpRequest, *, from_query: bool) -> None:
-        super().__init__(method=http.method, uri=http.uri, headers=http.headers)
-        self.http = http
-        self.payload = _Payload(http.query if from_query else http.form)
-        self._args = dict(reversed(http.query))
-        self._form = dict(reversed(http.form))
-
-    @property
-    def args(self) -> dict[str, str]:
-        return self._args
-
-    @property
-    def form(self) -> dict[str, str]:
-        return self._form
-
-
-# -- tokens seen by revocation and introspection ---------------------------------------
-
-
-@dataclass
-class _AccessRef:
-    claims: TokenClaims
-    live: bool
-
-    def check_client(self, client: Any) -> bool:
-        return bool(self.claims.client_id == client.client_id)
-
-    def is_expired(self) -> bool:
-        return False  # verify() already refused expired tokens
-
-    def is_revoked(self) -> bool:
-        return not self.live
-
-
-@dataclass
-class _RefreshRef:
-    token: RefreshToken
-    live: bool
-
-    def check_client(self, client: Any) -> bool:
-        return self.token.check_client(client)
-
-    def is_expired(self) -> bool:
-        return False
-
-    def is_revoked(self) -> bool:
-        return not self.live
-
-
-class _Revocation(RevocationEndpoint):  # type: ignore[misc]
-    CLIENT_AUTH_METHODS = ["none", PRIVATE_KEY_JWT]
-
-    @property
-    def service(self) -> OAuthService:
-        return self.server.service  # type: ignore[no-any-return]
-
-    def check_params(self, request: Any, client: Any) -> None:
-        token = request.form.get("token")
-        if not token or len(token) > 8192:
-            raise InvalidRequestError()
-
-    def authenticate_token(self, request: Any, client: Any) -> Any:
-        self.check_params(request, client)
-        found = self.service.lookup(request.form["token"])
-        if found is None or not found.check_client(client):
-            return None  # RFC 7009: answer 200 all the same, and change nothing
-        return found
-
-    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
-        return self.service.lookup(token_string)
-
-    def revoke_token(self, token: Any, request: Any) -> None:
-        self.service.revoke_found(token, request)
-
-
-class _Introspection(IntrospectionEndpoint):  # type: ignore[misc]
-    CLIENT_AUTH_METHODS = [PRIVATE_KEY_JWT]
-
-    @property
-    def service(self) -> OAuthService:
-        return self.server.service  # type: ignore[no-any-return]
-
-    def check_params(self, request: Any, client: Any) -> None:
-        token = request.form.get("token")
-        if not token or len(token) > 8192:
-            raise InvalidRequestError()
-
-    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
-        return self.service.lookup(token_string)
-
-    def check_permission(self, token: Any, client: Any, request: Any) -> bool:
-        return bool(client.kind == "backend")
-
-    def introspect_token(self, token: Any) -> dict[str, Any]:
-        return self.service.describe(token)
-
-
-class Server(AuthorizationServer):  # type: ignore[misc]
-    """Authlib's authorization server bound to phiguard's service."""
-
-    def __init__(self, service: OAuthService) -> None:
-        super().__init__(scopes_supported=None)
-        self.service = service
-        self.register_grant(CodeGrant, [S256Challenge()])
-        self.register_grant(RotatingRefreshGrant)
-        self.register_grant(BackendGrant)
-        self.register_endpoint(_Revocation)
-        self.register_endpoint(_Introspection)
-        self.register_client_auth_method(
-            PRIVATE_KEY_JWT,
-            ClientAssertionAuth(
-                service.store, service.clock, service.token_endpoint, service.assertion_refused
-            ),
-        )
-
-    def query_client(self, client_id: str) -> Client | None:
-        return self.service.clients.active(client_id)
-
-    def save_token(self, token: dict[str, Any], request: Any) -> None:
-        return None  # tokens are stored as they are minted
-
-    def create_oauth2_request(self, request: Any) -> OAuth2Request:
-        if isinstance(request, OAuth2Request):
-            return request
-        http: HttpRequest = request
-        return FormRequest(http, from_query=http.uri.split("?", 1)[0].endswith(AUTHORIZE_PATH))
-
-    def create_json_request(self, request: Any) -> Any:
-        raise NotImplementedError("phiguard takes no JSON OAuth requests")
-
-    def handle_response(self, status: int, body: Any, headers: Any) -> OAuthResponse:
-        return OAuthResponse(status, body, list(headers))
-
-    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def handle_error_response(self, request: Any, error: OAuth2Error) -> OAuthResponse:
-        self.service.refused(request, error)
-        _genericise(error)
-        return self.handle_response(*error(None))
-
-    def validate_requested_scope(self, scope: str | None) -> None:
-        self.service.check_scope_param(scope)
-
-
-def _genericise(error: OAuth2Error) -> None:
-    error.description = GENERIC.get(str(error.error), "the request was refused")
-    error.uri = None
-    if error.error == "invalid_client":
-        error.status_code = 401  # one status for every failed client authentication
 
 
 # -- the service ------------------------------------------------------------------------
@@ -480,7 +266,7 @@ class OAuthService:
             self.refused(request, error)
             if error.redirect_uri:
                 error.state = request.payload.state
-                _genericise(error)
+                genericise(error)
                 return self.server.handle_response(*error(None))
             raise BadAuthorization(str(error.error)) from None
 
@@ -502,7 +288,7 @@ class OAuthService:
     def _redirect_error(self, grant: Any, error: OAuth2Error) -> OAuthResponse:
         error.redirect_uri = grant.redirect_uri
         error.state = grant.request.payload.state
-        _genericise(error)
+        genericise(error)
         response: OAuthResponse = self.server.handle_response(*error(None))
         return response
 
@@ -784,7 +570,7 @@ class OAuthService:
         )
 
     # -- revocation and introspection ----------------------------------------------------
-    def lookup(self, token: str) -> _AccessRef | _RefreshRef | None:
+    def lookup(self, token: str) -> AccessRef | RefreshRef | None:
         if not token or len(token) > 8192:
             return None
         if token.count(".") == 2:
@@ -797,7 +583,7 @@ class OAuthService:
                 live = True
             except AuthenticationError:
                 live = False
-            return _AccessRef(claims, live)
+            return AccessRef(claims, live)
         if len(token) > MAX_SECRET_CHARS:
             return None
         found = self.store.find_refresh(token)
@@ -814,10 +600,10 @@ class OAuthService:
                 self._live_account(found.user_id, found.issued_at)
             except InvalidGrantError:
                 live = False
-        return _RefreshRef(found, live)
+        return RefreshRef(found, live)
 
-    def revoke_found(self, found: _AccessRef | _RefreshRef, request: FormRequest) -> None:
-        if isinstance(found, _AccessRef):
+    def revoke_found(self, found: AccessRef | RefreshRef, request: FormRequest) -> None:
+        if isinstance(found, AccessRef):
             c = found.claims
             self.tokens.revoke(c)
             self._event(
@@ -840,8 +626,8 @@ class OAuthService:
             refresh_family=t.family_id,
         )
 
-    def describe(self, found: _AccessRef | _RefreshRef) -> dict[str, Any]:
-        if isinstance(found, _AccessRef):
+    def describe(self, found: AccessRef | RefreshRef) -> dict[str, Any]:
+        if isinstance(found, AccessRef):
             c = found.claims
             body: dict[str, Any] = {
                 "active": True,

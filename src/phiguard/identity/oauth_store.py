@@ -236,6 +236,13 @@ class OAuthStore:
                     access_expires_at=now_us(access_expires),
                 )
             )
+            # Families past their absolute lifetime can never be used again: sweep them
+            # (a day late, so a reuse just after expiry still finds its family).
+            conn.execute(
+                delete(oauth_refresh_tokens).where(
+                    oauth_refresh_tokens.c.expires_at < now_us(now - dt.timedelta(days=1))
+                )
+            )
         return token, family
 
     def find_refresh(self, token: str) -> RefreshToken | None:

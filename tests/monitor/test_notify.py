@@ -144,8 +144,8 @@ def receiver() -> Iterator[tuple[Received, str]]:
 
 
 NOTICES = [
-    Notice("alert", "a1b2", "family", 91.0, "https://phiguard.example/console/monitor/alerts/a1b2"),
-    Notice("alert", "c3d4", "vip", 64.5, "https://phiguard.example/console/monitor/alerts/c3d4"),
+    Notice("alert", "a1b2", "family", 91.0, "https://phiguard.example/monitor/alerts/a1b2"),
+    Notice("alert", "c3d4", "vip", 64.5, "https://phiguard.example/monitor/alerts/c3d4"),
 ]
 
 
@@ -169,7 +169,7 @@ def test_email_over_starttls_with_login(smtp: tuple[Inbox, int, Path]) -> None:
     assert message["Subject"] == "phiguard: 2 privacy alerts to review"
     assert message["To"] == "privacy@hospital.example"
     text = message.get_payload(decode=True).decode()
-    assert "a1b2 (family, score 91)" in text and "/console/monitor/alerts/c3d4" in text
+    assert "a1b2 (family, score 91)" in text and "/monitor/alerts/c3d4" in text
 
 
 def test_email_refuses_an_untrusted_certificate(smtp: tuple[Inbox, int, Path]) -> None:
@@ -257,7 +257,7 @@ def test_notify_new_sends_ids_only_and_marks_alerts(
     for forbidden in (b"Canary", b"patient-77", b"u1", b"family name"):
         assert forbidden not in sent
     assert json.loads(got.bodies[0])["items"][0]["link"] == (
-        "https://phiguard.example/console/monitor/alerts/a-90"
+        "https://phiguard.example/monitor/alerts/a-90"
     )
     # Marked: a second run sends nothing.
     assert notify_new(flow, notifier, by="system/monitor").notices == 0

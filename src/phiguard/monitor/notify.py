@@ -153,7 +153,7 @@ class Notifier:
 
     def link(self, kind: str, target: str) -> str:
         base = self.settings.console_url.rstrip("/")
-        return f"{base}/console/monitor/{kind}s/{urllib.parse.quote(target, safe='')}"
+        return f"{base}/monitor/{kind}s/{urllib.parse.quote(target, safe='')}"
 
     def send(self, notices: Sequence[Notice]) -> Delivery:
         delivery = Delivery(len(notices))

@@ -102,7 +102,7 @@ def world(vault: Vault, clock: FixedClock, hashing: PasswordHashing) -> World:
     return World(service, accounts, clients, tokens, sink, clock, vault)
 
 
-# -- request helpers --------------------------------------------------------------------
+# -- building requests ------------------------------------------------------------------
 
 
 def authorize_params(

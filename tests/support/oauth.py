@@ -1,4 +1,4 @@
-"""Client-side helpers for the OAuth tests: PKCE pairs, backend keys, assertions."""
+"""The client side of the OAuth tests: PKCE pairs, backend keys, signed assertions."""
 
 from __future__ import annotations
 

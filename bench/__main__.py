@@ -8,6 +8,7 @@ Examples::
     python -m bench import --reps 30
     python -m bench search --patients 100000 --cache
     python -m bench monitor-ingest --rows 1000000
+    python -m bench monitor --accesses 10000000
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import audit, imports, monitor_ingest, read, search, tokens
+from . import audit, imports, monitor_ingest, monitor_scan, read, search, tokens
 from .common import AUDITS, OUT, Result
 from .machine import describe, load_average, render
 
-COMMANDS = ("all", "read", "import", "search", "audit", "monitor-ingest", "tokens")
+COMMANDS = ("all", "read", "import", "search", "audit", "monitor-ingest", "monitor", "tokens")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
         "--alerts", type=int, help="ledger-to-alert latencies timed (default 30)"
     )
 
+    scan_opts = argparse.ArgumentParser(add_help=False)
+    scan_opts.add_argument(
+        "--accesses",
+        type=int,
+        help=f"access events scanned (default {monitor_scan.DEFAULT_EVENTS:,})",
+    )
+
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="phiguard benchmarks: encrypted vs plaintext in the same run. "
@@ -109,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
             search_opts,
             ledger_opts,
             monitor_opts,
+            scan_opts,
         ],
         help="every benchmark",
     )
@@ -126,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
         "monitor-ingest",
         parents=[common, monitor_opts],
         help="monitoring CSV ingest rows/s (sealed) and ledger-to-alert latency",
+    )
+    sub.add_parser(
+        "monitor",
+        parents=[common, scan_opts],
+        help="monitoring batch scan of 10 million accesses (5,000 staff, 500,000 patients)",
     )
     sub.add_parser(
         "tokens",
@@ -148,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(args_list)
     quick: bool = args.quick
     rounds = _pick(args.rounds, quick, 3, 5)
-    everything = ("read", "import", "search", "audit", "monitor-ingest", "tokens")
+    everything = ("read", "import", "search", "audit", "monitor-ingest", "monitor", "tokens")
     todo = everything if args.command == "all" else (args.command,)
 
     info = describe()
@@ -197,6 +211,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rounds=rounds,
                     seed=args.seed,
                     workdir=work,
+                )
+            elif name == "monitor":
+                res = monitor_scan.run(
+                    events=_pick(
+                        args.accesses, quick, monitor_scan.QUICK_EVENTS, monitor_scan.DEFAULT_EVENTS
+                    ),
+                    rounds=_pick(args.rounds, quick, 1, 3),
+                    seed=args.seed,
                 )
             elif name == "tokens":
                 own = args.command == "tokens"  # under "all", --n belongs to read

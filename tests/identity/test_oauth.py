@@ -16,10 +16,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, OctKey
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from phiguard.audit.events import ListAuditSink
 from phiguard.clock import FixedClock
+from phiguard.crypto.keyring import Keyring
 from phiguard.errors import AuthenticationError
 from phiguard.identity.accounts import Accounts
 from phiguard.identity.clients import Client, ClientRegistry
@@ -55,7 +56,7 @@ class World:
     tokens: TokenService
     sink: ListAuditSink
     clock: FixedClock
-    vault: Vault
+    engine: Engine
 
     def user(self, user_id: str, roles: list[str], practitioner: str | None = None) -> None:
         self.accounts.add(
@@ -82,24 +83,30 @@ class World:
         return [e.action for e in self.sink.events]
 
 
-@pytest.fixture
-def world(vault: Vault, clock: FixedClock, hashing: PasswordHashing) -> World:
+def make_world(
+    engine: Engine, keyring: Keyring, clock: FixedClock, hashing: PasswordHashing
+) -> World:
     sink = ListAuditSink()
-    accounts = make_accounts(vault.engine, vault.keyring, clock, sink, hashing)
-    tokens = TokenService(vault.engine, vault.keyring, clock, issuer=ISSUER, audience=FHIR)
-    clients = ClientRegistry(vault.engine, clock, sink, tenant=accounts.tenant)
+    accounts = make_accounts(engine, keyring, clock, sink, hashing)
+    tokens = TokenService(engine, keyring, clock, issuer=ISSUER, audience=FHIR)
+    clients = ClientRegistry(engine, clock, sink, tenant=accounts.tenant)
     service = OAuthService(
         tokens=tokens,
         clients=clients,
         accounts=accounts,
-        store=OAuthStore(vault.engine),
-        signer=IdTokenSigner(vault.engine, vault.keyring, clock),
+        store=OAuthStore(engine),
+        signer=IdTokenSigner(engine, keyring, clock),
         audit=sink,
         clock=clock,
         issuer=ISSUER,
         fhir_base=FHIR,
     )
-    return World(service, accounts, clients, tokens, sink, clock, vault)
+    return World(service, accounts, clients, tokens, sink, clock, engine)
+
+
+@pytest.fixture
+def world(vault: Vault, clock: FixedClock, hashing: PasswordHashing) -> World:
+    return make_world(vault.engine, vault.keyring, clock, hashing)
 
 
 # -- building requests ------------------------------------------------------------------
@@ -203,7 +210,7 @@ def live(w: World, token: str) -> bool:
 
 
 def counts(w: World) -> tuple[int, int]:
-    with w.vault.engine.connect() as conn:
+    with w.engine.connect() as conn:
         codes = conn.execute(
             select(func.count()).select_from(oauth_codes).where(oauth_codes.c.used.is_(True))
         ).scalar_one()
@@ -344,7 +351,7 @@ def test_bad_authorization_requests_are_refused_and_store_nothing(
             "unsupported response type",
         )
     assert counts(world) == (0, 0)
-    with world.vault.engine.connect() as conn:
+    with world.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(oauth_codes)).scalar_one() == 0
     assert "oauth-request-refuse" in world.actions()
 

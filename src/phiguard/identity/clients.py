@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from phiguard.audit.events import AuditEvent, AuditSink
 from phiguard.clock import Clock
@@ -345,18 +347,24 @@ class ClientRegistry:
 
 
 def revoke_access_tokens(conn: Connection, rows: Any) -> int:
-    """Add the (jti, expires_at) pairs selected by ``rows`` to the revoked-token list."""
-    count = 0
-    for jti, expires_at in conn.execute(rows).all():
-        if jti is None:
-            continue
-        known = conn.execute(
-            select(oauth_revoked_tokens.c.jti).where(oauth_revoked_tokens.c.jti == jti)
-        ).first()
-        if known is None:
-            conn.execute(insert(oauth_revoked_tokens).values(jti=jti, expires_at=expires_at))
-            count += 1
-    return count
+    """Add the (jti, expires_at) pairs selected by ``rows`` to the revoked-token list.
+
+    Concurrent revocations of the same token (reuse detected by two requests at once)
+    must not fail each other, so an id already listed is skipped by the database
+    (``ON CONFLICT DO NOTHING``), not by a read first.
+    """
+    values = [
+        {"jti": jti, "expires_at": expires_at}
+        for jti, expires_at in conn.execute(rows).all()
+        if jti is not None
+    ]
+    if not values:
+        return 0
+    insert_ = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    result = conn.execute(
+        insert_(oauth_revoked_tokens).values(values).on_conflict_do_nothing(index_elements=["jti"])
+    )
+    return int(result.rowcount or 0)
 
 
 # -- validation --------------------------------------------------------------------------

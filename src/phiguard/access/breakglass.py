@@ -127,6 +127,9 @@ class BreakGlass:
         self.duration = duration
         self.cache_ttl = cache_ttl
         self._cache: dict[str, tuple[dt.datetime, dict[str, dt.datetime]]] = {}
+        # Called with [patient id] when a grant starts or ends in this process, so
+        # cached decisions about that patient are dropped at once (wiring.py).
+        self.listeners: list[Callable[[list[str]], object]] = []
 
     @classmethod
     def from_system(cls, system: System, accounts: Accounts | None = None) -> BreakGlass:
@@ -182,7 +185,7 @@ class BreakGlass:
             raise BreakGlassError(f"the reason is longer than {MAX_REASON} characters")
         if not valid_id(patient_id):
             raise BreakGlassError("the patient id is not a valid FHIR id")
-        roles = self._roles(user_id)
+        roles = self.roles_of(user_id)
         if not roles & ROLES:
             raise BreakGlassError(
                 "break-the-glass is for physicians and nurses; your roles do not include it"
@@ -234,7 +237,7 @@ class BreakGlass:
                 ),
                 conn,
             )
-        self._cache.pop(user_id, None)
+        self._changed(user_id, patient_id)
         self._notify(grant, source)
         return grant
 
@@ -275,7 +278,9 @@ class BreakGlass:
             request_id=request_id,
         )
 
-    def _roles(self, user_id: str) -> frozenset[str]:
+    def roles_of(self, user_id: str) -> frozenset[str]:
+        """The roles of an active account (``BreakGlassError`` for any other)."""
+
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(users.c.roles, users.c.status).where(users.c.user_id == user_id)
@@ -283,6 +288,11 @@ class BreakGlass:
         if row is None or row.status != "active":
             raise BreakGlassError("there is no active account with this user id")
         return frozenset(json.loads(row.roles or "[]"))
+
+    def _changed(self, user_id: str, patient_id: str) -> None:
+        self._cache.pop(user_id, None)
+        for listener in self.listeners:
+            listener([patient_id])
 
     def _notify(self, grant: Grant, source: str) -> None:
         for subscriber in list(on_break_glass):
@@ -333,7 +343,36 @@ class BreakGlass:
         found = cached[1].get(patient_id)
         return found if found is not None and now < found else None
 
+    def any_active(self, user_id: str, now: dt.datetime) -> bool:
+        """Whether ``user_id`` holds any running grant (a type-level search may start)."""
+        self.active_until(user_id, "", now)
+        cached = self._cache.get(user_id)
+        return cached is not None and any(now < until for until in cached[1].values())
+
     # -- review ------------------------------------------------------------------------
+    def uses(self, grant: Grant, ledger: Any) -> list[str]:
+        """The ledger's entries by the grant's user about its patient while it ran.
+
+        What the reviewer checks: every read under the emergency, with its time,
+        action, resource and purpose (BTG entries are the ones the grant allowed).
+        """
+        _total, docs = ledger.search(
+            patient=grant.patient_id,
+            since_us=now_us(grant.declared_at),
+            until_us=now_us(grant.expires_at),
+            who=f"user/{grant.user_id}",
+            count=10_000,
+        )
+        out = []
+        for d in docs:
+            at = from_us(int(d.get("t", 0))).isoformat()
+            target = f"{d.get('type', '')}/{d.get('id', '')}" if d.get("type") else "-"
+            out.append(
+                f"{at} {d.get('action', '')} {d.get('outcome', '')} {target} "
+                f"purpose {d.get('purpose', '')}" + (" break-glass" if d.get("btg") else "")
+            )
+        return out
+
     def list(self, status: str | None = "open") -> list[Grant]:
         """Grants (newest first), optionally only those whose review is ``status``."""
         stmt = select(access_break_glass).where(access_break_glass.c.tenant == self.tenant)
@@ -386,7 +425,7 @@ class BreakGlass:
             raise BreakGlassError(f"the review of {grant_id} is already closed")
         if reviewer_id == grant.user_id:
             raise BreakGlassError("a break-the-glass review is closed by someone else")
-        if REVIEWER_ROLE not in self._roles(reviewer_id):
+        if REVIEWER_ROLE not in self.roles_of(reviewer_id):
             raise BreakGlassError("only a privacy officer closes break-the-glass reviews")
         now = self.clock.now()
         with self.engine.begin() as conn:
@@ -423,7 +462,7 @@ class BreakGlass:
                 ),
                 conn,
             )
-        self._cache.pop(grant.user_id, None)
+        self._changed(grant.user_id, grant.patient_id)
         return self.get(grant_id)
 
 

@@ -37,7 +37,7 @@ from phiguard.records.hooks import AccessPolicy, AccessRequest, Decision, Operat
 from .attributes import NO_RELATIONSHIP, About, AttributeProvider
 from .engine import PolicyEngine
 from .explain import Explanation, explain
-from .facts import ACTION_ALIASES, Facts, PatientFacts
+from .facts import ACTION_ALIASES, BREAK_GLASS_PURPOSES, Facts, PatientFacts
 from .labels import has_flag, security_labels
 from .masks import apply_masks, merge_hidden
 from .scopes import scopes_allow
@@ -85,6 +85,7 @@ class CedarPolicy:
         self._prefetch: Callable[[AccessContext, list[str]], object] | None = getattr(
             attributes, "prefetch", None
         )
+        self._any_grant: Callable[[Any], bool] | None = getattr(attributes, "break_glass_any", None)
         self._refresh = refresh
         self._refresh_every = refresh_seconds
         self._next_refresh = 0.0
@@ -108,6 +109,8 @@ class CedarPolicy:
                 consent_denied = self.attributes.consent_denied(ctx, patient_id)
             if has_flag(request.resource, "vip") and not patient.vip:
                 patient = PatientFacts(patient.department, True, patient.employee)
+        elif self._any_grant is not None and ctx.purpose in BREAK_GLASS_PURPOSES:
+            break_glass = self._any_grant(principal)
         return Facts(
             action=ACTION_ALIASES.get(request.action, request.action),
             resource_type=request.resource_type,

@@ -147,6 +147,7 @@ class StoreAttributes:
         window: dt.timedelta = dt.timedelta(days=30),
         ttl: dt.timedelta = dt.timedelta(seconds=5),
         grants: GrantLookup | None = None,
+        any_grant: Callable[[str, dt.datetime], bool] | None = None,
         max_patients: int = 50_000,
         clock: Clock | None = None,
     ) -> None:
@@ -155,6 +156,7 @@ class StoreAttributes:
         self.window = window
         self.ttl = ttl
         self.grants = grants
+        self.any_grant = any_grant
         self.clock: Clock = clock or vault.clock
         self.max_patients = max_patients
         self._patients: dict[str, _Patient] = {}
@@ -305,6 +307,13 @@ class StoreAttributes:
         )
         state.answers[key] = (expires, answer)
         return answer
+
+    def break_glass_any(self, principal: Principal) -> bool:
+        """Whether the caller holds a running grant for some patient: a search may start
+        under it (each result is then decided on its own patient's grant)."""
+        if self.any_grant is None or principal.kind != "user":
+            return False
+        return self.any_grant(principal.id, self.clock.now())
 
     # -- the AttributeProvider protocol, for explain and the tests ---------------------
     def patient(self, patient_id: str) -> PatientFacts:

@@ -53,8 +53,14 @@ def build_access(
         vault.engine, vault.keyring, vault.clock, vault.audit, tenant=vault.tenant
     )
     attributes = StoreAttributes(
-        vault, index, window=window, ttl=ttl, grants=break_glass.active_until
+        vault,
+        index,
+        window=window,
+        ttl=ttl,
+        grants=break_glass.active_until,
+        any_grant=break_glass.any_active,
     )
+    break_glass.listeners.append(attributes.invalidate)
     policy = CedarPolicy(
         engine,
         attributes,

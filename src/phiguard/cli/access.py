@@ -1,15 +1,19 @@
-"""``phiguard access explain|test|validate``: ask, check and validate the access policies.
+"""``phiguard access ...``: explain, test and validate policies; administer the running
+set; review break-the-glass; rebuild the relationship index.
 
-These commands work on the policy files alone: no phiguard home, no store, no
-passphrase.  ``explain`` takes the attributes of a request on the command line;
-resolving a real user and patient from the store into those attributes comes later.
+``explain``, ``test`` and ``validate`` work on policy files alone (no home, no store).
+``policy list|show|history|set`` act on a home's running set and are limited to a
+security administrator who re-authenticates (password, then a current TOTP code,
+from a prompt or, with ``--password-stdin``, one per line on standard input).
+``btg list`` shows the review queue; ``btg review`` and ``btg close`` open a grant's
+reason and close its review, as a privacy officer who re-authenticates likewise.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,12 +31,22 @@ from phiguard.access.facts import ACTION_ALIASES, ACTIONS, Facts, PatientFacts
 from phiguard.access.scopes import scopes_allow
 from phiguard.errors import PhiGuardError, PolicyLoadError
 
-from .common import console
+from .common import HomeOption, console, system
+from .users import PasswordStdin, read_password
 
 app = typer.Typer(
-    help="Access policies: explain a decision, run a table of expected decisions, validate.",
+    help="Access policies: explain, test, validate, administer; break-the-glass reviews.",
     no_args_is_help=True,
 )
+policy_app = typer.Typer(
+    help="The running policy set (security administrators, re-authenticated).",
+    no_args_is_help=True,
+)
+btg_app = typer.Typer(
+    help="Break-the-glass grants and their reviews (privacy officers).", no_args_is_help=True
+)
+app.add_typer(policy_app, name="policy")
+app.add_typer(btg_app, name="btg")
 
 
 def _one_line(text: str) -> str:
@@ -213,3 +227,216 @@ def validate(
         f"{len(engine.resource_classes)} resource types, {len(engine.masks.rules)} masks",
         markup=False,
     )
+
+
+# -- administration of a home's running set --------------------------------------------
+
+AdminOption = Annotated[
+    str, typer.Option("--admin", help="user id of the security administrator doing this")
+]
+ReviewerOption = Annotated[
+    str, typer.Option("--reviewer", help="user id of the privacy officer doing this")
+]
+
+
+def _reauthenticate(sys_: Any, user_id: str, from_stdin: bool) -> bool:
+    """Password and a current TOTP code of ``user_id``; one generic error otherwise."""
+    from phiguard.access.administration import PolicyStore
+    from phiguard.errors import AuthenticationError
+    from phiguard.identity.accounts import Accounts
+
+    password = read_password("Password", from_stdin=from_stdin, confirm=False)
+    code = read_password("TOTP code", from_stdin=from_stdin, confirm=False).strip()
+    try:
+        return PolicyStore.reauthenticate(Accounts.from_system(sys_), user_id, password, code)
+    except AuthenticationError:
+        raise PhiGuardError("re-authentication failed; nothing was done") from None
+
+
+def _services(sys_: Any) -> Any:
+    if sys_.access is None:
+        raise PhiGuardError("access control is not configured in this home")
+    return sys_.access
+
+
+@policy_app.command("list")
+def policy_list(
+    admin: AdminOption, home: HomeOption = None, password_stdin: PasswordStdin = False
+) -> None:
+    """The running set: generation, files and every policy with its effect."""
+    from phiguard.access.administration import bundle_files
+
+    with system(home) as sys_:
+        store = _services(sys_).policies
+        store.check_admin(admin, reauthenticated=_reauthenticate(sys_, admin, password_stdin))
+        current = store.current()
+        bundle = store.running_bundle()
+        engine = PolicyEngine(bundle)
+        where = (
+            f"generation {current.generation} installed by {current.installed_by}"
+            if current
+            else "the shipped set (never replaced)"
+        )
+        console.print(f"Running: {where}", markup=False)
+        for name in bundle_files(bundle):
+            console.print(f"  file {name}", markup=False)
+        for info in engine.policies.values():
+            console.print(f"  {info.effect:6} {info.id} ({info.source})", markup=False)
+
+
+@policy_app.command("show")
+def policy_show(
+    name: Annotated[str, typer.Argument(help="file name, e.g. guards.cedar or masks.yaml")],
+    admin: AdminOption,
+    home: HomeOption = None,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Print one file of the running set."""
+    from phiguard.access.administration import bundle_files
+
+    with system(home) as sys_:
+        store = _services(sys_).policies
+        store.check_admin(admin, reauthenticated=_reauthenticate(sys_, admin, password_stdin))
+        files = bundle_files(store.running_bundle())
+        if name not in files:
+            raise PhiGuardError(f"the running set has no file {name[:80]}")
+        print(files[name], end="" if files[name].endswith("\n") else "\n")
+
+
+@policy_app.command("history")
+def policy_history(
+    admin: AdminOption, home: HomeOption = None, password_stdin: PasswordStdin = False
+) -> None:
+    """Every installed generation: when, by whom, why, and its SHA-256."""
+    with system(home) as sys_:
+        store = _services(sys_).policies
+        store.check_admin(admin, reauthenticated=_reauthenticate(sys_, admin, password_stdin))
+        sets = store.history()
+        if not sets:
+            console.print("No generation installed: the shipped set is running.")
+        for ps in sets:
+            console.print(
+                f"{ps.generation}  {ps.installed_at.isoformat()}  {ps.installed_by}  "
+                f"{ps.sha256[:16]}  {ps.comment}",
+                markup=False,
+            )
+
+
+@policy_app.command("set")
+def policy_set(
+    path: Annotated[
+        Path,
+        typer.Argument(help="a policy file (replaces the file of that name) or a directory"),
+    ],
+    admin: AdminOption,
+    comment: Annotated[str, typer.Option("--comment", help="why (kept with the set)")] = "",
+    home: HomeOption = None,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Validate and install a new running set; a set that does not load is refused."""
+    from phiguard.access.administration import read_policy_path
+
+    with system(home) as sys_:
+        store = _services(sys_).policies
+        ok = _reauthenticate(sys_, admin, password_stdin)
+        candidate, what = read_policy_path(path, store.running_bundle())
+        try:
+            installed = store.install(candidate, by=admin, reauthenticated=ok, comment=comment)
+        except PolicyLoadError as exc:
+            for problem in exc.problems:
+                print(f"phiguard: error: {_one_line(problem)}", file=sys.stderr)
+            raise PhiGuardError(
+                f"{what}: refused ({len(exc.problems)} problems); the running set is unchanged"
+            ) from None
+        console.print(
+            f"Installed generation {installed.generation} ({what}); "
+            "running servers load it within seconds.",
+            markup=False,
+        )
+
+
+# -- break-the-glass -----------------------------------------------------------------------
+
+
+@btg_app.command("list")
+def btg_list(
+    status: Annotated[str, typer.Option(help="open, closed or all")] = "open",
+    home: HomeOption = None,
+) -> None:
+    """Grants and their reviews (ids, users, patients, times; never the reasons)."""
+    with system(home) as sys_:
+        grants = _services(sys_).break_glass.list(None if status == "all" else status)
+        if not grants:
+            console.print(f"No {'' if status == 'all' else status + ' '}break-the-glass reviews.")
+        for g in grants:
+            console.print(
+                f"{g.grant_id}  {g.review_status:6}  user {g.user_id}  patient {g.patient_id}  "
+                f"{g.declared_at.isoformat()} .. {g.expires_at.isoformat()}"
+                + (f"  closed by {g.reviewed_by}" if g.reviewed_by else ""),
+                markup=False,
+            )
+
+
+@btg_app.command("review")
+def btg_review(
+    grant_id: Annotated[str, typer.Argument(help="the grant id (from btg list)")],
+    reviewer: ReviewerOption,
+    home: HomeOption = None,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Show one grant with its reason and the ledger entries made under it."""
+    from phiguard.access.breakglass import REVIEWER_ROLE, BreakGlassError
+
+    with system(home) as sys_:
+        service = _services(sys_).break_glass
+        ok = _reauthenticate(sys_, reviewer, password_stdin)
+        if not ok or REVIEWER_ROLE not in service.roles_of(reviewer):
+            raise BreakGlassError("only a privacy officer reviews break-the-glass grants")
+        grant = service.get(grant_id)
+        uses = service.uses(grant, sys_.ledger)
+        sys_.record(
+            "break-glass-review-open",
+            principal=f"user/{reviewer}",
+            patient_ids=(grant.patient_id,),
+            grant=grant_id,
+        )
+    console.print(f"Grant {grant.grant_id} ({grant.review_status})", markup=False)
+    console.print(
+        f"User: {grant.user_id}  Patient: {grant.patient_id}  Purpose: {grant.purpose}",
+        markup=False,
+    )
+    console.print(
+        f"From {grant.declared_at.isoformat()} to {grant.expires_at.isoformat()}", markup=False
+    )
+    console.print(f"Reason: {grant.reason}", markup=False)
+    if grant.note:
+        console.print(f"Review note ({grant.reviewed_by}): {grant.note}", markup=False)
+    console.print(f"Accesses under it: {len(uses)}", markup=False)
+    for line in uses:
+        console.print(f"  {line}", markup=False)
+
+
+@btg_app.command("close")
+def btg_close(
+    grant_id: Annotated[str, typer.Argument(help="the grant id (from btg list)")],
+    reviewer: ReviewerOption,
+    note: Annotated[str, typer.Option("--note", help="what the review found")],
+    home: HomeOption = None,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Close a review (a privacy officer other than the user who declared it)."""
+    with system(home) as sys_:
+        ok = _reauthenticate(sys_, reviewer, password_stdin)
+        grant = _services(sys_).break_glass.close(
+            grant_id, reviewer, note, reauthenticated=ok, source="cli"
+        )
+    console.print(f"Closed the review of {grant.grant_id} (user {grant.user_id}).", markup=False)
+
+
+@app.command()
+def reindex(home: HomeOption = None) -> None:
+    """Rebuild the relationship index from the resources (after a restore or key rotation)."""
+    with system(home) as sys_:
+        patients = _services(sys_).index.rebuild_all()
+        sys_.record("access-reindex", patients=patients)
+    console.print(f"Relationship index rebuilt for {patients} patients.", markup=False)

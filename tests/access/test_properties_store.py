@@ -1,0 +1,139 @@
+"""Properties of the enforced system (real repository, store-backed attributes, shipped
+policies) over arbitrary users, role combinations, purposes and searches:
+
+- search never returns what read would refuse (and returns it as read shows it);
+- nothing labelled restricted reaches a caller without a direct care relationship
+  (ground truth from the synthetic hospital), the privacy-officer role, or a running
+  break-the-glass grant for that patient used with an emergency purpose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from phiguard.access.attributes import HospitalAttributes
+from phiguard.access.labels import security_labels
+from phiguard.errors import AccessDenied, NotFound
+from phiguard.records.context import Principal
+from phiguard.roles import ROLES
+
+from .oracle import RESTRICTED
+from .world import World, build_world
+
+PURPOSES = ("TREAT", "ETREAT", "BTG", "HPAYMT", "HOPERAT", "HRESCH")
+TYPES = ("Condition", "Observation", "Encounter", "Patient", "CareTeam")
+REASON = "Emergency admission, patient cannot give a history"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = build_world(tmp_path_factory.mktemp("properties"), patients=40)
+    yield w
+    w.vault.engine.dispose()
+
+
+_made: set[str] = set()
+
+
+def _user(world: World, staff_index: int, roles: frozenset[str]) -> tuple[str, str]:
+    """A user who is staff member ``staff_index`` (practitioner, department) with ``roles``."""
+    active = [s for s in world.hospital.staff if s.active_on(world.clock.now().date())]
+    staff = active[staff_index % len(active)]
+    uid = f"p{staff_index % len(active)}-" + "-".join(sorted(r[:4] for r in roles))
+    if uid not in _made:
+        world.add_user(
+            uid,
+            sorted(roles),
+            department=staff.department_id,
+            practitioner_id=staff.practitioner_id,
+        )
+        _made.add(uid)
+    return uid, staff.user_id
+
+
+SCENARIO = dict(
+    staff_index=st.integers(0, 500),
+    roles=st.frozensets(st.sampled_from(ROLES), min_size=1, max_size=2),
+    purpose=st.sampled_from(PURPOSES),
+    rtype=st.sampled_from(TYPES),
+    patient_index=st.integers(0, 39),
+    by_patient=st.booleans(),
+    declare=st.booleans(),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(**SCENARIO)  # type: ignore[arg-type]
+def test_search_never_returns_what_read_refuses(
+    world: World,
+    staff_index: int,
+    roles: frozenset[str],
+    purpose: str,
+    rtype: str,
+    patient_index: int,
+    by_patient: bool,
+    declare: bool,
+) -> None:
+    uid, _staff = _user(world, staff_index, roles)
+    patient = world.hospital.patients[patient_index % len(world.hospital.patients)].patient_id
+    if declare and roles & {"physician", "nurse"}:
+        world.access.break_glass.declare(uid, patient, REASON, reauthenticated=True)
+    repo = world.repo(uid, roles=roles, purpose=purpose)
+    items = [("patient", patient)] if by_patient and rtype != "Patient" else [("_count", "60")]
+    try:
+        found = repo.search(rtype, items)
+    except AccessDenied:
+        return  # the type itself is out of reach: nothing returned
+    for s in found.entries:
+        shown = repo.read(s.resource_type, s.id)
+        assert shown.resource == s.resource
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(**SCENARIO)  # type: ignore[arg-type]
+def test_restricted_labels_need_direct_care_privacy_office_or_break_glass(
+    world: World,
+    staff_index: int,
+    roles: frozenset[str],
+    purpose: str,
+    rtype: str,
+    patient_index: int,
+    by_patient: bool,
+    declare: bool,
+) -> None:
+    uid, staff_id = _user(world, staff_index, roles)
+    patient = world.hospital.patients[patient_index % len(world.hospital.patients)].patient_id
+    if declare and roles & {"physician", "nurse"}:
+        world.access.break_glass.declare(uid, patient, REASON, reauthenticated=True)
+    repo = world.repo(uid, roles=roles, purpose=purpose)
+    items = [("patient", patient)] if by_patient and rtype != "Patient" else [("_count", "60")]
+    try:
+        found = repo.search(rtype, items).entries
+    except AccessDenied:
+        found = []
+    candidates = world.system.search(rtype, items).entries
+    for c in candidates[:15]:  # and each candidate read directly
+        with contextlib.suppress(NotFound):
+            found.append(repo.read(c.resource_type, c.id))
+    truth = HospitalAttributes(world.hospital, world.clock)
+    who = Principal(id=staff_id, kind="user")
+    now = world.clock.now()
+    for s in found:
+        if not (security_labels(s.resource) & RESTRICTED):
+            continue
+        pid = (
+            s.id if s.resource_type == "Patient" else (s.resource or {})["subject"]["reference"][8:]
+        )
+        rel = truth.relationship(who, pid)
+        grant = world.access.break_glass.active_until(uid, pid, now) is not None
+        assert (
+            rel.on_care_team
+            or rel.recent_encounter
+            or "privacy_officer" in roles
+            or (grant and purpose in ("BTG", "ETREAT"))
+        ), (uid, sorted(roles), purpose, s.resource_type, s.id)

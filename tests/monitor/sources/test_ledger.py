@@ -8,11 +8,13 @@ import polars as pl
 import pytest
 from argon2 import Parameters, Type
 
+from phiguard.access.breakglass import BreakGlass
 from phiguard.audit.sink import LedgerSink
 from phiguard.errors import AccessDenied, AuthenticationError, NotFound
 from phiguard.identity.accounts import Accounts
 from phiguard.identity.passwords import PasswordHashing
 from phiguard.monitor import frames
+from phiguard.monitor.config import BREAK_THE_GLASS
 from phiguard.monitor.sources import ledger as source
 from phiguard.records.context import AccessContext, Principal, system_context
 from phiguard.records.hooks import AccessRequest, Decision
@@ -70,6 +72,7 @@ def fill(system: System) -> dict[str, str]:
         },
     )
     other = repo.create({"resourceType": "Patient", "name": [{"family": "Smith"}]})
+    third = repo.create({"resourceType": "Patient", "name": [{"family": "Jones"}]})
     repo.create(
         {
             "resourceType": "Encounter",
@@ -96,7 +99,13 @@ def fill(system: System) -> dict[str, str]:
         "u00002", "Cy Gone", "cy@hospital.example", ["nurse"], PASSWORD, by="operator/test"
     )
     accounts.terminate("u00002", by="operator/test", when=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
-    return {"patient": pat.id, "other": other.id, "practitioner": doc.id, "org": org.id}
+    return {
+        "patient": pat.id,
+        "other": other.id,
+        "third": third.id,
+        "practitioner": doc.id,
+        "org": org.id,
+    }
 
 
 @pytest.fixture
@@ -112,13 +121,28 @@ def test_accesses_break_the_glass_and_logins(filled: tuple[System, dict[str, str
         system.engine, system.keyring, policy=Everyone(), audit=LedgerSink(system.ledger)
     )
     users_vault.repository(user("u00001")).read("Patient", ids["patient"])
-    users_vault.repository(user("u00001", purpose="BTG", glass=True)).read("Patient", ids["other"])
+    # Emergency access declared through the access module, then two reads under it...
+    accounts = Accounts.from_system(system, hashing=PasswordHashing(CHEAP))
+    BreakGlass.from_system(system, accounts).declare(
+        "u00001",
+        ids["other"],
+        "unconscious in the emergency room",
+        reauthenticated=True,
+        source="10.0.0.7",
+    )
+    for _ in range(2):
+        users_vault.repository(user("u00001", purpose="BTG", glass=True)).read(
+            "Patient", ids["other"]
+        )
+    # ...and one flagged read with no declaration (emergency access declared elsewhere).
+    users_vault.repository(user("u00001", purpose="ETREAT", glass=True)).read(
+        "Patient", ids["third"]
+    )
     users_vault.repository(user("u00001")).everything(ids["patient"])
     # A denial disclosed nothing: it stays in the ledger but is no access row.
     nobody = Vault(system.engine, system.keyring, policy=Nobody(), audit=LedgerSink(system.ledger))
     with pytest.raises((AccessDenied, NotFound)):
         nobody.repository(user("u00003")).read("Patient", ids["patient"])
-    accounts = Accounts.from_system(system, hashing=PasswordHashing(CHEAP))
     accounts.authenticate("u00001", PASSWORD, "10.0.0.7")
     for _ in range(2):
         with pytest.raises(AuthenticationError):
@@ -135,9 +159,12 @@ def test_accesses_break_the_glass_and_logins(filled: tuple[System, dict[str, str
     rows = access.select("user_id", "patient_id", "action", "resource_type").rows()
     assert ("u00001", ids["patient"], "view", "Patient") in rows
     assert ("u00001", ids["other"], "view", "Patient") in rows
-    assert ("u00001", ids["other"], "view", source.BREAK_THE_GLASS) in rows  # the marker
+    # One marker per declaration, not per read; one for the undeclared flagged read.
+    assert rows.count(("u00001", ids["other"], "view", BREAK_THE_GLASS)) == 1
+    assert rows.count(("u00001", ids["other"], "view", "Patient")) == 2
+    assert rows.count(("u00001", ids["third"], "view", BREAK_THE_GLASS)) == 1
     assert ("u00001", ids["patient"], "export", "Patient") in rows  # $everything
-    assert rows.count(("u00001", ids["patient"], "view", source.BREAK_THE_GLASS)) == 0
+    assert rows.count(("u00001", ids["patient"], "view", BREAK_THE_GLASS)) == 0
     assert set(access["workstation"]) == {"10.0.0.7"}
     assert set(access["user_id"]) == {"u00001"}  # the system's own reads are not judged
     auth = events.auth

@@ -14,10 +14,13 @@ Mapping of ledger entries (documented in docs/monitoring.md, "Sources"):
   ``create`` and ``import`` are ``create``; ``update``, ``delete`` as named;
   ``$everything`` is ``export`` (the whole record leaves in one response).
 * An entry naming several patients gives one row per patient.
-* Break-the-glass (the entry's ``btg`` flag, or purpose ``BTG``/``ETREAT``): besides
-  the ordinary rows, one marker row per request and patient with action ``view`` and
-  resource type ``BreakTheGlass`` (``monitor.config.BREAK_THE_GLASS``), the
-  representation every source uses.
+* Break-the-glass: the access module's declaration (``break-glass``, one entry when a
+  user invokes emergency access to a patient) becomes one marker row with action
+  ``view`` and resource type ``BreakTheGlass`` (``monitor.config.BREAK_THE_GLASS``),
+  the representation every source uses; the reads under the grant are ordinary
+  rows.  An interaction flagged ``btg`` (or with purpose ``BTG``/``ETREAT``) for a
+  user and patient with no declaration among the entries read together gets a marker
+  of its own, so emergency access declared another way is not lost.
 * ``login-success`` and ``login-failure`` become auth rows; a failure whose sealed
   reason is ``account-locked`` has outcome ``locked``.  Attempts for accounts that do
   not exist carry the ledger's anonymous principal (the typed name is never kept).
@@ -64,6 +67,7 @@ ACTIONS: Final[dict[str, str]] = {
     "everything": "export",
 }
 LOGIN_ACTIONS: Final = frozenset({"login-success", "login-failure"})
+DECLARATION: Final = "break-glass"  # access.breakglass: emergency access declared
 USER_PREFIX: Final = "user/"
 PAGE: Final = 1000
 BATCH: Final = 50_000
@@ -129,6 +133,8 @@ class _Builder:
         self.ledger = ledger
         self.rows: dict[str, list[Any]] = {name: [] for name in frames.ACCESS}
         self.logins: dict[str, list[Any]] = {name: [] for name in frames.AUTH}
+        self.declared: set[tuple[str, str]] = set()
+        self.flagged: dict[tuple[str, str], tuple[dt.datetime, str | None]] = {}
 
     def add(self, entry: dict[str, Any]) -> None:
         action = str(entry.get("action", ""))
@@ -137,18 +143,25 @@ class _Builder:
         if action in LOGIN_ACTIONS:
             self._login(entry, action, who, when)
             return
-        mapped = ACTIONS.get(action)
-        if mapped is None or entry.get("outcome") != "success" or not who.startswith(USER_PREFIX):
+        if entry.get("outcome") != "success" or not who.startswith(USER_PREFIX):
             return
         user = who.removeprefix(USER_PREFIX)
-        rtype = entry.get("type")
         source = entry.get("src") or None
         patients = list(dict.fromkeys(str(p) for p in entry.get("patients", ())))
+        if action == DECLARATION:
+            for patient in patients:
+                self.declared.add((user, patient))
+                self._access(when, user, patient, "view", BREAK_THE_GLASS, source)
+            return
+        mapped = ACTIONS.get(action)
+        if mapped is None:
+            return
+        rtype = entry.get("type")
         glass = bool(entry.get("btg")) or entry.get("purpose") in BREAK_GLASS_PURPOSES
         for patient in patients:
             self._access(when, user, patient, mapped, rtype, source)
             if glass:
-                self._access(when, user, patient, "view", BREAK_THE_GLASS, source)
+                self.flagged.setdefault((user, patient), (when, source))
 
     def _access(
         self,
@@ -193,7 +206,11 @@ class _Builder:
         return ""
 
     def access(self) -> pl.DataFrame:
-        return pl.DataFrame(self.rows, schema=frames.ACCESS)
+        for (user, patient), (when, source) in self.flagged.items():
+            if (user, patient) not in self.declared:  # emergency access declared elsewhere
+                self._access(when, user, patient, "view", BREAK_THE_GLASS, source)
+        self.flagged.clear()
+        return pl.DataFrame(self.rows, schema=frames.ACCESS).sort("timestamp", maintain_order=True)
 
     def auth(self) -> pl.DataFrame:
         return pl.DataFrame(self.logins, schema=frames.AUTH)

@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from phiguard.clock import Clock
 from phiguard.crypto.keyring import IDENTITY_COMPARTMENT, Keyring
@@ -228,16 +230,15 @@ class TokenService:
     # -- revocation --------------------------------------------------------------------
     def revoke(self, claims: TokenClaims) -> None:
         """Void one access token before it expires (RFC 7009)."""
+        # Insert-or-nothing in one statement: two requests revoking the same token at
+        # once (a retried revocation) must both succeed, on SQLite and PostgreSQL.
+        row = {"jti": claims.jti, "expires_at": now_us(claims.expires_at)}
         with self.engine.begin() as conn:
-            exists = conn.execute(
-                select(oauth_revoked_tokens.c.jti).where(oauth_revoked_tokens.c.jti == claims.jti)
-            ).first()
-            if exists is None:
-                conn.execute(
-                    insert(oauth_revoked_tokens).values(
-                        jti=claims.jti, expires_at=now_us(claims.expires_at)
-                    )
-                )
+            if conn.dialect.name == "postgresql":
+                stmt: Any = pg_insert(oauth_revoked_tokens).values(**row).on_conflict_do_nothing()
+            else:
+                stmt = sqlite_insert(oauth_revoked_tokens).values(**row).on_conflict_do_nothing()
+            conn.execute(stmt)
 
     def purge(self) -> int:
         """Forget revocations of tokens that have expired anyway."""

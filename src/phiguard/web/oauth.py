@@ -15,6 +15,7 @@ session is sent to ``/login?next=...`` and comes back here.
 
 from __future__ import annotations
 
+import html
 import json
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -220,11 +221,31 @@ async def jwks(request: Request) -> JSONResponse:
     return JSONResponse(keys, headers={"Cache-Control": "public, max-age=300"})
 
 
+def _same_site_reload(request: Request) -> Response:
+    target = html.escape(str(request.url.path) + "?" + request.url.query, quote=True)
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0;url={target}">'
+        "<title>phiguard</title></head><body>"
+        f'<p><a href="{target}">Continue to phiguard</a></p></body></html>'
+    )
+    return HTMLResponse(
+        body,
+        headers={"Cache-Control": "no-store", "Content-Security-Policy": "default-src 'none'"},
+    )
+
+
 @router.get(AUTHORIZE_PATH)
 async def authorize(request: Request) -> Response:
     if len(request.url.query) > MAX_QUERY_CHARS:
         return _error_page()
     session = current_session(request)
+    if session is None and request.headers.get("sec-fetch-site") == "cross-site":
+        # The app sent the browser here from its own site, so the SameSite=Strict
+        # session cookie was withheld.  Load the same URL again from our own page: that
+        # navigation is same-site, carries the cookie, and a signed-in user goes
+        # straight to consent instead of signing in twice.
+        return _same_site_reload(request)
     if session is None:
         return _to_login(request)
     http = _http(request)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from phiguard.monitor.config import DetectionConfig
+from phiguard.monitor.frames import Dataset
+from phiguard.monitor.scan import scan
 from tests.monitor.detectors_world import EVERYTHING, World, alerts_of, at
 
 DAY = 30
@@ -28,6 +30,14 @@ def test_an_account_the_roster_does_not_know() -> None:
     w.access("u-ghost", "p-010", at(DAY, 10))
     (alert,) = alerts_of(w.scan(), "unknown-user")
     assert alert.user_id == "u-ghost"
+
+
+def test_without_a_roster_nobody_is_unknown() -> None:
+    w = World()
+    w.access("u-ghost", "p-010", at(DAY, 10))
+    dataset = w.dataset()
+    bare = Dataset.of(access=dataset.access, patients=dataset.patients, care=dataset.care)
+    assert [a for a in scan(bare, config=EVERYTHING).alerts if a.detector == "unknown-user"] == []
 
 
 def test_after_hours_against_the_users_own_habits() -> None:

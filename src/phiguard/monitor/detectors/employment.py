@@ -60,6 +60,8 @@ def detect(ctx: Context) -> list[Candidate]:
                 qualifiers=[ctx.clock(g["first"])],
             )
         )
+    if ctx.staff.is_empty():
+        return out  # no roster loaded: every user would be "unknown"
     unknown = ctx.alertable.join(staff, on="user_id", how="anti")
     for g in groups(unknown, ["user_id", "day"]).iter_rows(named=True):
         patients = g["patients"]

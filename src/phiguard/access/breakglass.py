@@ -166,30 +166,11 @@ class BreakGlass:
         identity again just now (the console's ``needs_reauth``/``reauthenticated``;
         the API's password and TOTP, see ``declare_with_credentials``).
         """
-        if principal_kind != "user":
-            raise BreakGlassError(
-                "break-the-glass is declared by a workforce user, not by an application"
-            )
-        if purpose not in BREAK_GLASS_PURPOSES:
-            raise BreakGlassError(
-                f"purpose {purpose[:16]!r} is not an emergency purpose (use BTG or ETREAT)"
-            )
+        text = self.check(
+            user_id, patient_id, reason, purpose=purpose, principal_kind=principal_kind
+        )
         if not reauthenticated:
             raise BreakGlassError("re-authenticate before breaking the glass")
-        text = " ".join((reason or "").split())
-        if len(text) < MIN_REASON:
-            raise BreakGlassError(
-                f"state the emergency: a reason of at least {MIN_REASON} characters is required"
-            )
-        if len(text) > MAX_REASON:
-            raise BreakGlassError(f"the reason is longer than {MAX_REASON} characters")
-        if not valid_id(patient_id):
-            raise BreakGlassError("the patient id is not a valid FHIR id")
-        roles = self.roles_of(user_id)
-        if not roles & ROLES:
-            raise BreakGlassError(
-                "break-the-glass is for physicians and nurses; your roles do not include it"
-            )
         now = self.clock.now()
         grant = Grant(
             grant_id=secrets.token_hex(16),
@@ -241,6 +222,40 @@ class BreakGlass:
         self._notify(grant, source)
         return grant
 
+    def check(
+        self,
+        user_id: str,
+        patient_id: str,
+        reason: str,
+        *,
+        purpose: str = "BTG",
+        principal_kind: str = "user",
+    ) -> str:
+        """Every condition on a declaration but the re-authentication; returns the reason
+        as it will be stored.  Run first, so bad input never costs a TOTP step."""
+        if principal_kind != "user":
+            raise BreakGlassError(
+                "break-the-glass is declared by a workforce user, not by an application"
+            )
+        if purpose not in BREAK_GLASS_PURPOSES:
+            raise BreakGlassError(
+                f"purpose {purpose[:16]!r} is not an emergency purpose (use BTG or ETREAT)"
+            )
+        text = " ".join((reason or "").split())
+        if len(text) < MIN_REASON:
+            raise BreakGlassError(
+                f"state the emergency: a reason of at least {MIN_REASON} characters is required"
+            )
+        if len(text) > MAX_REASON:
+            raise BreakGlassError(f"the reason is longer than {MAX_REASON} characters")
+        if not valid_id(patient_id):
+            raise BreakGlassError("the patient id is not a valid FHIR id")
+        if not self.roles_of(user_id) & ROLES:
+            raise BreakGlassError(
+                "break-the-glass is for physicians and nurses; your roles do not include it"
+            )
+        return text
+
     def declare_with_credentials(
         self,
         user_id: str,
@@ -260,11 +275,9 @@ class BreakGlass:
         """
         if self.accounts is None:
             raise BreakGlassError("re-authentication is not available here")
-        # Checked before the credentials so a refusal costs no throttle count.
-        if purpose not in BREAK_GLASS_PURPOSES:
-            raise BreakGlassError(
-                f"purpose {purpose[:16]!r} is not an emergency purpose (use BTG or ETREAT)"
-            )
+        # Bad input is refused before the credentials are checked: a refusal then
+        # costs no throttle count and no TOTP step.
+        self.check(user_id, patient_id, reason, purpose=purpose)
         result = self.accounts.authenticate(user_id, password, source, request_id=request_id)
         if result.mfa != "verify" or not self.accounts.totp.verify(user_id, totp_code).accepted:
             raise AuthenticationError()

@@ -186,7 +186,12 @@ class BundleProcessor:
                 "resourceType": "Bundle",
                 "type": "searchset",
                 **({"total": result.total} if result.total is not None else {}),
-                "entry": [{"resource": s.resource} for s in result.entries],
+                # FHIR JSON has no empty arrays: no visible match, no entry element.
+                **(
+                    {"entry": [{"resource": s.resource} for s in result.entries]}
+                    if result.entries
+                    else {}
+                ),
             },
         )
 

@@ -95,30 +95,20 @@ class Context:
         """``user_id, hour, off``: whether ``hour`` lies outside the user's working hours.
 
         A user's working hours are the complement of the longest run of hours (around
-        the clock) in which the user did (almost) nothing in the baseline; the hour on
+        the clock) in which the user did (almost) no explained work; the hour on
         either edge of that run is forgiven.  Whole shifts are the unit, so a quiet
         lunch hour inside a day shift is not "after hours", and a night worker's
-        nights are not.  A user with too little history falls back to the
+        nights are not.  A user with too little explained work falls back to the
         department's role peers; one who works around the clock has no off hours.
         """
         cfg = self.config
-        # Per user: the history if it is long enough, else everything the user did.
-        # Only explained work forms habits: a snoop's own odd hours must not make
-        # those hours usual.
-        work = pl.col("explained_by").is_not_null()
-        history = self.baseline.filter(work).group_by("user_id", "hour").len("n")
-        everything = self.events.filter(work).group_by("user_id", "hour").len("n")
-        enough = (
-            history.group_by("user_id")
-            .agg(pl.col("n").sum())
-            .filter(pl.col("n") >= cfg.min_history_events)
-            .select("user_id")
-        )
-        counts = pl.concat(
-            [
-                history.join(enough, on="user_id", how="semi"),
-                everything.join(enough, on="user_id", how="anti"),
-            ]
+        # Only explained work forms habits -- a snoop's own odd hours must not make
+        # them usual -- and all of it counts, history and scanned period alike: a
+        # few weeks of history under-sample a part-time user's shifts.
+        counts = (
+            self.events.filter(pl.col("explained_by").is_not_null())
+            .group_by("user_id", "hour")
+            .len("n")
         )
         roles = self.staff.select("user_id", "role", "department")
         peer_counts = (

@@ -25,26 +25,62 @@ from phiguard.roles import ROLES
 from .oracle import RESTRICTED
 from .world import World, build_world
 
-PURPOSES = ("TREAT", "ETREAT", "BTG", "HPAYMT", "HOPERAT", "HRESCH")
+# Weighted towards the cases that matter: clinicians treating, patients admitted with
+# restricted records (a department match must not open those).
+PURPOSES = ("TREAT", "TREAT", "TREAT", "ETREAT", "BTG", "HPAYMT", "HOPERAT", "HRESCH")
+ROLE_CHOICES = (*ROLES, "physician", "physician", "nurse", "nurse")
 TYPES = ("Condition", "Observation", "Encounter", "Patient", "CareTeam")
 REASON = "Emergency admission, patient cannot give a history"
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = build_world(tmp_path_factory.mktemp("properties"), patients=40)
+    w = build_world(tmp_path_factory.mktemp("properties"), patients=150)
     yield w
     w.vault.engine.dispose()
 
 
 _made: set[str] = set()
+_interesting: dict[int, list[str]] = {}
 
 
-def _user(world: World, staff_index: int, roles: frozenset[str]) -> tuple[str, str]:
-    """A user who is staff member ``staff_index`` (practitioner, department) with ``roles``."""
+def _patient(world: World, index: int) -> str:
+    """Half the time one of the patients who are admitted and have restricted records."""
+    key = id(world)
+    if key not in _interesting:
+        h, attrs = world.hospital, world.access.attributes
+        sensitive = {c.patient_id for c in h.conditions if c.sensitivity}
+        sensitive |= {o.patient_id for o in h.observations if o.sensitivity}
+        _interesting[key] = sorted(p for p in sensitive if attrs.patient(p).department)
+    pool = (
+        _interesting[key]
+        if index % 2 and _interesting[key]
+        else [p.patient_id for p in world.hospital.patients]
+    )
+    return pool[(index // 2) % len(pool)]
+
+
+def _user(
+    world: World,
+    staff_index: int,
+    roles: frozenset[str],
+    patient: str = "",
+    colleague: bool = False,
+) -> tuple[str, str]:
+    """A user who is staff member ``staff_index`` (practitioner, department) with ``roles``;
+    with ``colleague``, one from the department the patient is admitted to (the case a
+    department match must not open restricted records for)."""
     active = [s for s in world.hospital.staff if s.active_on(world.clock.now().date())]
+    admitted = world.access.attributes.patient(patient).department if colleague else ""
+    if admitted:
+        # A newcomer to the ward: same department, no encounter or team with anyone.
+        uid = f"new-{admitted[:8]}-" + "-".join(sorted(r[:4] for r in roles))
+        if uid not in _made:
+            world.add_user(uid, sorted(roles), department=admitted)
+            _made.add(uid)
+        return uid, uid
     staff = active[staff_index % len(active)]
-    uid = f"p{staff_index % len(active)}-" + "-".join(sorted(r[:4] for r in roles))
+    uid = f"p{staff.user_id}-" + "-".join(sorted(r[:4] for r in roles))
     if uid not in _made:
         world.add_user(
             uid,
@@ -58,16 +94,17 @@ def _user(world: World, staff_index: int, roles: frozenset[str]) -> tuple[str, s
 
 SCENARIO = dict(
     staff_index=st.integers(0, 500),
-    roles=st.frozensets(st.sampled_from(ROLES), min_size=1, max_size=2),
+    roles=st.frozensets(st.sampled_from(ROLE_CHOICES), min_size=1, max_size=2),
     purpose=st.sampled_from(PURPOSES),
     rtype=st.sampled_from(TYPES),
-    patient_index=st.integers(0, 39),
+    patient_index=st.integers(0, 299),
     by_patient=st.booleans(),
     declare=st.booleans(),
+    colleague=st.booleans(),
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(**SCENARIO)  # type: ignore[arg-type]
 def test_search_never_returns_what_read_refuses(
     world: World,
@@ -78,9 +115,10 @@ def test_search_never_returns_what_read_refuses(
     patient_index: int,
     by_patient: bool,
     declare: bool,
+    colleague: bool,
 ) -> None:
-    uid, _staff = _user(world, staff_index, roles)
-    patient = world.hospital.patients[patient_index % len(world.hospital.patients)].patient_id
+    patient = _patient(world, patient_index)
+    uid, _staff = _user(world, staff_index, roles, patient, colleague)
     if declare and roles & {"physician", "nurse"}:
         world.access.break_glass.declare(uid, patient, REASON, reauthenticated=True)
     repo = world.repo(uid, roles=roles, purpose=purpose)
@@ -94,7 +132,7 @@ def test_search_never_returns_what_read_refuses(
         assert shown.resource == s.resource
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(**SCENARIO)  # type: ignore[arg-type]
 def test_restricted_labels_need_direct_care_privacy_office_or_break_glass(
     world: World,
@@ -105,9 +143,10 @@ def test_restricted_labels_need_direct_care_privacy_office_or_break_glass(
     patient_index: int,
     by_patient: bool,
     declare: bool,
+    colleague: bool,
 ) -> None:
-    uid, staff_id = _user(world, staff_index, roles)
-    patient = world.hospital.patients[patient_index % len(world.hospital.patients)].patient_id
+    patient = _patient(world, patient_index)
+    uid, staff_id = _user(world, staff_index, roles, patient, colleague)
     if declare and roles & {"physician", "nurse"}:
         world.access.break_glass.declare(uid, patient, REASON, reauthenticated=True)
     repo = world.repo(uid, roles=roles, purpose=purpose)
@@ -116,8 +155,9 @@ def test_restricted_labels_need_direct_care_privacy_office_or_break_glass(
         found = repo.search(rtype, items).entries
     except AccessDenied:
         found = []
-    candidates = world.system.search(rtype, items).entries
-    for c in candidates[:15]:  # and each candidate read directly
+    own = [("patient", patient)] if rtype != "Patient" else [("_id", patient)]
+    candidates = world.system.search(rtype, own).entries
+    for c in candidates[:30]:  # and each of the patient's resources read directly
         with contextlib.suppress(NotFound):
             found.append(repo.read(c.resource_type, c.id))
     truth = HospitalAttributes(world.hospital, world.clock)

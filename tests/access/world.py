@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert
 
+from phiguard.access.engine import PolicyBundle
 from phiguard.access.wiring import AccessServices, build_access
 from phiguard.audit.events import ListAuditSink
 from phiguard.clock import FixedClock
@@ -116,6 +118,9 @@ def build_world(root: Path, *, patients: int = 60, seed: int = SEED) -> World:
     audit = ListAuditSink()
     vault = Vault(engine, Keyring(engine, keyfile, clock=clock), clock=clock, audit=audit)
     access = build_access(vault)
+    variant = os.environ.get("PHIGUARD_TEST_POLICY_DIR")
+    if variant:  # run the security tests against another policy set (see docs/access.md)
+        access.engine.load(PolicyBundle.from_directory(Path(variant)))
     seed_hospital(vault, seed=seed, patients=patients)
     world = World(vault, access, hospital, clock, audit)
     today = clock.now().date()

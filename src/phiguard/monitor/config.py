@@ -98,7 +98,8 @@ class DetectionConfig:
     """An hour holding less than this share of a user's past accesses is quiet; the
     longest quiet run of the day is the user's rest period."""
     min_history_events: int = 30
-    """Below this many past accesses a user's hours are not judged."""
+    """Below this many explained accesses a user's hours are their peers' (same role
+    and department); below it for the peers too, nobody's hours are judged."""
 
     # -- volume -------------------------------------------------------------------------
     volume_factor: float = 3.0

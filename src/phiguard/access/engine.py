@@ -21,6 +21,7 @@ caches afresh.  Fail closed: an evaluation error in any policy denies the reques
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -203,8 +204,10 @@ class _Snapshot:
         masks: MaskTable,
         decision_cache_size: int,
         entity_cache_size: int,
+        uses_departments: bool = True,
     ) -> None:
         self.generation = generation
+        self.uses_departments = uses_departments
         self.policy_set = policy_set
         self.permits_only = permits_only
         self.forbids_only = forbids_only
@@ -410,7 +413,12 @@ def compile_bundle(
     if problems:
         raise PolicyLoadError(problems)
 
+    # The shipped policies decide on ``context.department_match`` only; when no policy
+    # reads a department id itself, decisions are cached without the ids, so a
+    # hospital's many departments do not split the cache (engine.decide).
+    uses_departments = re.search(r"\.department\b", combined) is not None
     return _Snapshot(
+        uses_departments=uses_departments,
         generation=generation,
         policy_set=policy_set,
         permits_only=_only(tree, "permit"),
@@ -463,7 +471,19 @@ class PolicyEngine:
 
     def decide(self, facts: Facts) -> Decision:
         """The decision for ``facts``; reasons are the ids of the determining policies."""
-        return self._active.decide(facts)
+        active = self._active
+        if not active.uses_departments and (
+            facts.department or (facts.patient is not None and facts.patient.department)
+        ):
+            patient = facts.patient
+            facts = replace(
+                facts,
+                department="",
+                patient=None
+                if patient is None
+                else PatientFacts("", patient.vip, patient.employee),
+            )
+        return active.decide(facts)
 
     def decide_uncached(self, facts: Facts) -> Decision:
         """``decide`` without the decision cache (entities are still reused)."""

@@ -34,9 +34,11 @@ from typing import TYPE_CHECKING, Any, Final
 from sqlalchemy import Connection, delete, insert, select
 
 from phiguard.crypto.envelope import aad
-from phiguard.errors import CryptoError, KeyShreddedError
+from phiguard.errors import CryptoError, InvalidSearch, KeyShreddedError
 from phiguard.records.compartment import patient_of
 from phiguard.records.hooks import Written
+from phiguard.records.search import parse_date
+from phiguard.store.engine import now_us
 from phiguard.store.tables import access_facts, access_practitioner_roles, resource_heads, resources
 
 from .labels import has_flag
@@ -73,11 +75,24 @@ def _refs(node: Any, *path: str) -> list[str]:
     ]
 
 
-def _period(node: Any) -> tuple[str | None, str | None]:
+def _instants(start: Any, end: Any) -> tuple[int | None, int | None]:
+    """A FHIR period as [start, end) in epoch microseconds (a date-only end lasts to the
+    end of its day), parsed once at write time so decisions never parse dates."""
+    lo = hi = None
+    try:
+        if isinstance(start, str):
+            lo = now_us(parse_date(start).start)
+        if isinstance(end, str):
+            hi = now_us(parse_date(end).end)
+    except InvalidSearch:
+        return None, None
+    return lo, hi
+
+
+def _period(node: Any) -> tuple[int | None, int | None]:
     if not isinstance(node, dict):
         return None, None
-    start, end = node.get("start"), node.get("end")
-    return (start if isinstance(start, str) else None, end if isinstance(end, str) else None)
+    return _instants(node.get("start"), node.get("end"))
 
 
 def _people(refs: Iterable[str]) -> list[str]:
@@ -154,14 +169,14 @@ def facts_of(resource: dict[str, Any]) -> Fact | None:
         }
     if rtype == "Appointment":
         actors = _refs(resource, "participant", "actor")
-        start, end = resource.get("start"), resource.get("end")
+        start, end = _instants(resource.get("start"), resource.get("end"))
         return {
             "t": rtype,
             "s": status,
             "m": _people(actors),
             "o": _orgs(_refs(resource, "supportingInformation")),
-            "b": start if isinstance(start, str) else None,
-            "e": end if isinstance(end, str) else None,
+            "b": start,
+            "e": end,
         }
     if rtype == "EpisodeOfCare":
         start, end = _period(resource.get("period"))

@@ -33,9 +33,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from phiguard.clock import Clock
-from phiguard.errors import InvalidSearch
 from phiguard.records.context import AccessContext, Principal
-from phiguard.records.search import parse_date
+from phiguard.store.engine import from_us
 from phiguard.store.tables import users
 
 from .attributes import NO_RELATIONSHIP, About, Relationship, UserFacts
@@ -54,16 +53,11 @@ _NO_USER = UserFacts()
 
 
 def _bounds(start: Any, end: Any) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """A FHIR period as [start, end) instants; a date-only end lasts to the end of its day."""
-    lo = hi = None
-    try:
-        if isinstance(start, str):
-            lo = parse_date(start).start
-        if isinstance(end, str):
-            hi = parse_date(end).end
-    except InvalidSearch:
-        return None, None
-    return lo, hi
+    """Stored instants (epoch microseconds, see index.py) as datetimes."""
+    return (
+        from_us(start) if isinstance(start, int) else None,
+        from_us(end) if isinstance(end, int) else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,10 @@ def generate(
     injector = Injector(base, params, history_days)
     instances = injector.run(kinds)
     access, staff, patient_frame, care, auth, labels = frames(base)
+    # A night shift that starts on the last day runs past the period: an instance
+    # whose accesses all fall outside it was never injected.
+    present = set(labels.drop_nulls().unique().to_list())
+    instances = [i for i in instances if i.id in present]
     since = dt.datetime.combine(hospital.start, dt.time(0), tzinfo=dt.UTC) + dt.timedelta(
         days=history_days
     )

@@ -916,17 +916,21 @@ class Repository:
         page and one more are found; ``total`` is the visible count when the scan got to
         the end, else None.  Nothing about withheld resources reaches the caller.
         """
-        _counted, heads = self._candidates(conn, search_plan, every=True)
-        heads = self._recheck(conn, rtype, heads, search_plan)
         wanted = None if search_plan.summary_count else search_plan.offset + search_plan.count
         prefetch = getattr(self.vault.policy, "prefetch", None)
         visible: list[StoredResource] = []
         decided = 0
         used_break_glass = False
         pos = 0
-        while pos < len(heads) and (wanted is None or len(visible) <= wanted):
-            batch = heads[pos : pos + self.SCAN_BATCH]
-            pos += len(batch)
+        complete = False
+        # Candidates are fetched a slice at a time, so a search over a large type costs
+        # what the page needs, not a read of every matching head.
+        while wanted is None or len(visible) <= wanted:
+            _none, fetched = self._candidates(conn, search_plan, window=(pos, self.SCAN_BATCH))
+            pos += len(fetched)
+            if len(fetched) < self.SCAN_BATCH:
+                complete = True
+            batch = self._recheck(conn, rtype, fetched, search_plan)
             opened = self._open_heads(conn, batch)
             if prefetch is not None:
                 prefetch(self.ctx, [str(h.compartment) for h in batch])
@@ -944,7 +948,8 @@ class Repository:
                 if decision.allowed:
                     used_break_glass |= decision.break_glass
                     visible.append(self._shown(stored, decision))
-        complete = pos >= len(heads)
+            if complete:
+                break
         total = len(visible) if complete else None
         first, last = search_plan.offset, search_plan.offset + search_plan.count
         page = [] if search_plan.summary_count else visible[first:last]
@@ -1044,7 +1049,12 @@ class Repository:
             )
 
     def _candidates(
-        self, conn: Connection, search_plan: SearchPlan, *, every: bool = False
+        self,
+        conn: Connection,
+        search_plan: SearchPlan,
+        *,
+        every: bool = False,
+        window: tuple[int, int] | None = None,
     ) -> tuple[int | None, list[Any]]:
         """(total, the page's heads), or (None, every candidate, in order) when the
         candidates must be decrypted and re-checked (or decided) before they count."""
@@ -1119,6 +1129,9 @@ class Repository:
         else:
             order_by = [rid_col.desc()] if search_plan.sort_desc else [rid_col]
         rechecking = any(tf.recheck for tf in search_plan.token_filters)
+        if window is not None:  # one slice of the ordered candidates (filtered scans)
+            sliced = stmt.order_by(*order_by).limit(window[1]).offset(window[0])
+            return None, list(conn.execute(sliced).all())
         if search_plan.post_filters or rechecking or every:
             return None, list(conn.execute(stmt.order_by(*order_by)).all())
         total = int(conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one())

@@ -15,7 +15,7 @@ from phiguard.audit.balp import to_audit_event
 from phiguard.audit.ledger import Ledger
 from phiguard.audit.sink import LedgerSink
 from phiguard.clock import FixedClock
-from phiguard.errors import AccessDenied
+from phiguard.errors import NotFound
 from phiguard.records.context import AccessContext, Principal, system_context
 from phiguard.records.vault import Vault
 from phiguard.store import migrate
@@ -54,7 +54,7 @@ def test_report_lists_exactly_the_accesses_made(
     )
     vault.repository(emergency).read("Patient", pid)
     snoop = AccessContext(principal=Principal(id="clerk", kind="user"), purpose="TREAT")
-    with pytest.raises(AccessDenied):
+    with pytest.raises(NotFound):  # refused, and indistinguishable from absence
         vault.repository(snoop).read("Patient", pid)
     clock.advance(days=40)
     vault.repository(doctor).read("Patient", pid)  # outside the period asked for

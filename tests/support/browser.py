@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .components import unavailable
 
@@ -41,3 +42,9 @@ def browser_page() -> Iterator[Any]:
             yield page
         finally:
             browser.close()
+
+
+def wait_for_path(page: Any, path: str) -> None:
+    """Wait until the page's URL path is exactly ``path`` (a glob such as ``**/account``
+    also matches ``/login/mfa?next=/account``, and would return too early)."""
+    page.wait_for_url(lambda url: urlsplit(url).path == path)

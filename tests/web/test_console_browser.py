@@ -19,7 +19,7 @@ from phiguard.identity.accounts import Accounts
 from phiguard.identity.clients import ClientRegistry
 from phiguard.system import System
 from tests.conftest import TEST_PASSPHRASE
-from tests.support.browser import browser_page
+from tests.support.browser import browser_page, wait_for_path
 from tests.support.server import live_server
 from tests.web.console_helpers import PASSWORD, add_user
 
@@ -64,7 +64,7 @@ def test_create_enrol_sign_in_sign_out_terminate(home: tuple[System, str]) -> No
         page.wait_for_url("**/login/mfa**")
         page.fill("#code", _next_code(admin_secret))
         page.click("#verify")
-        page.wait_for_url("**/account")
+        wait_for_path(page, "/account")
         # ... and creates an account for a new nurse.
         page.goto(f"{server.base}/admin/users")
         page.fill("input[name=user_id]", "nurse07")
@@ -92,7 +92,7 @@ def test_create_enrol_sign_in_sign_out_terminate(home: tuple[System, str]) -> No
         codes = page.locator("#recovery-codes li")
         assert codes.count() == 10
         page.click("#continue")
-        page.wait_for_url("**/account")
+        wait_for_path(page, "/account")
         assert "enrolled" in page.inner_text("#totp-status")
         assert page.locator("#sessions tbody tr").count() == 1
 
@@ -109,7 +109,7 @@ def test_create_enrol_sign_in_sign_out_terminate(home: tuple[System, str]) -> No
         page.wait_for_url("**/login/mfa**")
         page.fill("#code", _next_code(secret))
         page.click("#verify")
-        page.wait_for_url("**/account")
+        wait_for_path(page, "/account")
 
         # An app asks to act for her: consent in the browser, the code comes back to
         # the app's redirect URI (answered here, as no such site exists).

@@ -13,7 +13,7 @@ import pyotp
 from phiguard.identity.accounts import Accounts
 from phiguard.system import System
 from tests.conftest import TEST_PASSPHRASE
-from tests.support.browser import browser_page
+from tests.support.browser import browser_page, wait_for_path
 from tests.support.server import live_server
 from tests.web.console_helpers import PASSWORD, add_user
 
@@ -60,7 +60,7 @@ def test_register_and_sign_in_with_a_passkey_then_detect_a_clone(home: tuple[Sys
         _sign_in_password(page, base)
         page.fill("#code", pyotp.TOTP(secret).now())
         page.click("#verify")
-        page.wait_for_url("**/account")
+        wait_for_path(page, "/account")
 
         page.fill("#key-name", "Laptop passkey")
         page.click("#add-key")
@@ -71,7 +71,7 @@ def test_register_and_sign_in_with_a_passkey_then_detect_a_clone(home: tuple[Sys
         page.wait_for_url("**/login**")
         _sign_in_password(page, base)
         page.click("#use-key")
-        page.wait_for_url("**/account")
+        wait_for_path(page, "/account")
 
         # Clone: the same private key with its counter wound back.
         creds = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})

@@ -1,4 +1,6 @@
-"""``python -m bench [read|import|search|audit|tokens|all] [options]``; no command runs them all.
+"""``python -m bench [COMMAND] [options]``; with no command every benchmark runs.
+
+Commands: read, import, search, audit, tokens, login, monitor, monitor-ingest, all.
 
 Examples::
 
@@ -21,11 +23,21 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import audit, imports, monitor_ingest, monitor_scan, read, search, tokens
+from . import audit, imports, login, monitor_ingest, monitor_scan, read, search, tokens
 from .common import AUDITS, OUT, Result
 from .machine import describe, load_average, render
 
-COMMANDS = ("all", "read", "import", "search", "audit", "monitor-ingest", "monitor", "tokens")
+COMMANDS = (
+    "all",
+    "read",
+    "import",
+    "search",
+    "audit",
+    "monitor-ingest",
+    "monitor",
+    "tokens",
+    "login",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -146,6 +158,15 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common, token_opts],
         help="access-token verification, and the cost of authentication on a FHIR read",
     )
+    login_opts = argparse.ArgumentParser(add_help=False)
+    login_opts.add_argument(
+        "--logins", type=int, help=f"log-ins per round (default {login.DEFAULT_LOGINS})"
+    )
+    sub.add_parser(
+        "login",
+        parents=[common, login_opts],
+        help="console log-in throughput against bare argon2id verification",
+    )
     return parser
 
 
@@ -162,7 +183,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(args_list)
     quick: bool = args.quick
     rounds = _pick(args.rounds, quick, 3, 5)
-    everything = ("read", "import", "search", "audit", "monitor-ingest", "monitor", "tokens")
+    everything = (
+        "read",
+        "import",
+        "search",
+        "audit",
+        "monitor-ingest",
+        "monitor",
+        "tokens",
+        "login",
+    )
     todo = everything if args.command == "all" else (args.command,)
 
     info = describe()
@@ -219,6 +249,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ),
                     rounds=_pick(args.rounds, quick, 1, 3),
                     seed=args.seed,
+                )
+            elif name == "login":
+                res = login.run(
+                    logins=_pick(
+                        getattr(args, "logins", None),
+                        quick,
+                        login.QUICK_LOGINS,
+                        login.DEFAULT_LOGINS,
+                    ),
+                    rounds=rounds,
+                    workdir=work,
                 )
             elif name == "tokens":
                 own = args.command == "tokens"  # under "all", --n belongs to read

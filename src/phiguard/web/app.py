@@ -35,6 +35,7 @@ from phiguard.records.context import AccessContext
 from phiguard.system import System, authenticate_api_token
 
 from . import logs, oauth
+from .console import access as access_pages
 from .console import account, admin, passkeys, privacy, signin
 from .console import monitor as monitor_pages
 from .console.session import Console
@@ -198,6 +199,7 @@ def create_app(
     app.include_router(privacy.router)
     app.include_router(passkeys.router)
     app.include_router(monitor_pages.router)
+    app.include_router(access_pages.router)
     app.include_router(oauth.router)
     app.include_router(access_routes.router)
     app.include_router(auditevents.router)  # before the generic /fhir/{type} routes

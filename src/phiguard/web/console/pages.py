@@ -68,21 +68,21 @@ def to_login(request: Request) -> RedirectResponse:
     return redirect(f"{LOGIN_PATH}?next={quote(target, safe='')}")
 
 
-async def form(request: Request) -> dict[str, str]:
+async def form(request: Request, *, max_field: int = MAX_FIELD) -> dict[str, str]:
     """The submitted form as plain strings; ``FormTooLarge`` for oversized fields."""
     data = await request.form(max_files=0, max_fields=64)
     values: dict[str, str] = {}
     for key, value in data.items():
-        if not isinstance(value, str) or len(value) > MAX_FIELD or len(key) > 64:
+        if not isinstance(value, str) or len(value) > max_field or len(key) > 64:
             raise FormTooLarge(key[:64])
         values[key] = value
     return values
 
 
-async def submitted(request: Request) -> dict[str, str]:
+async def submitted(request: Request, *, max_field: int = MAX_FIELD) -> dict[str, str]:
     """The form, or an empty one when a field is oversized (it then fails its checks)."""
     try:
-        return await form(request)
+        return await form(request, max_field=max_field)
     except FormTooLarge:
         return {}
 

@@ -26,10 +26,12 @@ from phiguard.identity.passwords import PasswordHashing, PasswordPolicy, Verific
 from phiguard.identity.recovery import RecoveryCodes
 from phiguard.identity.throttle import LoginThrottle, ThrottlePolicy
 from phiguard.identity.totp import TotpStore
+from phiguard.identity.webauthn import WebAuthnService
 from phiguard.records.vault import Vault
 from phiguard.store.engine import now_us
 from phiguard.store.tables import revocations, users
 from tests.identity.conftest import CHEAP
+from tests.identity.test_webauthn import ORIGIN, RP_ID, Authenticator, register
 
 PASSWORD = "violet-Ferry-orbit-57"
 OTHER = "another-Good-phrase-93"
@@ -258,12 +260,18 @@ def test_authenticate_success(
 
 
 def test_successful_login_clears_the_failure_count(accounts: Accounts) -> None:
+    """Only a complete log-in clears it: with a second factor still to pass, the count
+    stays (``test_mfa.py``: a right password must not reset the count of wrong codes)."""
     add(accounts)
     for _ in range(2):
         with pytest.raises(AuthenticationError):
             accounts.authenticate("u00042", OTHER, ADDR)
     assert accounts.throttle.account_state("u00042").failures == 2
-    accounts.authenticate("u00042", PASSWORD, ADDR)
+    assert accounts.authenticate("u00042", PASSWORD, ADDR).mfa_pending
+    assert accounts.throttle.account_state("u00042").failures == 2
+    with accounts.engine.begin() as conn:  # an account exempted from MFA
+        conn.execute(update(users).values(mfa_required=False))
+    assert not accounts.authenticate("u00042", PASSWORD, ADDR).mfa_pending
     assert accounts.throttle.account_state("u00042").failures == 0
 
 
@@ -463,11 +471,28 @@ def test_reset_mfa_removes_totp_and_recovery_codes(
         "account": "u00042",
         "totp_enrolled": True,
         "recovery_codes_unused": 10,
+        "security_keys": 0,
     }
     # Another account keeps its factors.
     assert accounts.mfa_enrolled("u00043") and accounts.recovery.remaining("u00043") == 10
     with pytest.raises(UnknownAccount):
         accounts.reset_mfa("nobody99", by=ADMIN)
+
+
+def test_reset_mfa_removes_security_keys_too(vault: Vault, accounts: Accounts) -> None:
+    """A reset is for a lost or compromised factor: a passkey on the lost phone must not
+    keep working, nor spare the account the enrolment that the reset asks for."""
+    add(accounts)
+    add(accounts, "u00043")
+    service = WebAuthnService(
+        vault.engine, accounts.clock, rp_id=RP_ID, rp_name="phiguard", origin=ORIGIN
+    )
+    for user in ("u00042", "u00043"):
+        register(service, user, Authenticator())
+    result = accounts.reset_mfa("u00042", by=ADMIN)
+    assert result.security_keys_removed == 1
+    assert service.credentials("u00042") == []
+    assert len(service.credentials("u00043")) == 1
 
 
 # -- passwords -------------------------------------------------------------------------------

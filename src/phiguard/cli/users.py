@@ -269,13 +269,14 @@ def reinstate(user_id: UserIdArg, home: HomeOption = None) -> None:
 
 @app.command("reset-mfa")
 def reset_mfa(user_id: UserIdArg, home: HomeOption = None) -> None:
-    """Remove the TOTP enrolment and recovery codes; the user enrols again at next log-in."""
+    """Remove the TOTP enrolment, recovery codes and security keys; the user enrols again."""
     with system(home) as sys_:
         result = _accounts(sys_).reset_mfa(user_id, by=operator(), source=SOURCE)
     _done("Reset MFA", result.account)
     console.print(
         f"TOTP enrolment {'removed' if result.totp_removed else 'was not present'}; "
-        f"{result.recovery_codes_removed} recovery code(s) removed; sessions revoked."
+        f"{result.recovery_codes_removed} recovery code(s) and "
+        f"{result.security_keys_removed} security key(s) removed; sessions revoked."
     )
 
 

@@ -56,6 +56,7 @@ from phiguard.roles import ROLES as ROLES  # re-exported for the CLI
 from phiguard.store.engine import from_us, now_us
 from phiguard.store.tables import revocations, users
 
+from . import webauthn
 from .breached import BreachedPasswords
 from .passwords import PasswordContext, PasswordHashing, PasswordPolicy, Verification
 from .recovery import RecoveryCodes
@@ -149,6 +150,7 @@ class MfaReset:
     account: Account
     totp_removed: bool
     recovery_codes_removed: int
+    security_keys_removed: int = 0
 
 
 class Accounts:
@@ -416,10 +418,13 @@ class Accounts:
     def reset_mfa(
         self, user_id: str, *, by: str, source: str = "", request_id: str = ""
     ) -> MfaReset:
-        """Remove the TOTP enrolment and recovery codes; the user must enrol again.
+        """Remove every second factor -- the TOTP enrolment, recovery codes, security
+        keys and passkeys -- so the user must enrol again.
 
         Used when the phone is lost or the factor may be compromised, so sessions
-        that were opened with the old factor are revoked as well.  The account row
+        that were opened with the old factor are revoked as well.  Security keys go
+        too: a passkey synced to the lost phone would otherwise still sign in, and a
+        remaining key would spare the account the enrolment the reset asks for.  The account row
         and the audit event commit first, then the factors are deleted: if deleting
         fails, the audit trail already shows the reset and running it again finishes
         it, whereas the reverse order could remove a factor without any record.
@@ -427,6 +432,7 @@ class Accounts:
         _check_user_id(user_id)
         had_totp = self.totp.is_enrolled(user_id)
         unused_codes = self.recovery.remaining(user_id)
+        keys = webauthn.registered(self.engine, user_id)
         now = self.clock.now()
         at = now_us(now)
         with self.engine.begin() as conn:
@@ -448,10 +454,12 @@ class Accounts:
                 account=user_id,
                 totp_enrolled=had_totp,
                 recovery_codes_unused=unused_codes,
+                security_keys=keys,
             )
         totp_removed = self.totp.remove(user_id)
         codes_removed = self.recovery.revoke(user_id)
-        return MfaReset(self.get(user_id), totp_removed, codes_removed)
+        keys_removed = webauthn.remove_all(self.engine, user_id)
+        return MfaReset(self.get(user_id), totp_removed, codes_removed, keys_removed)
 
     def reset_password(
         self,
@@ -538,15 +546,18 @@ class Accounts:
     ) -> AuthResult:
         """Check a log-in's user id and password; ``AuthenticationError`` on any refusal.
 
-        On success the throttle's failure count is cleared, the stored hash is
-        upgraded if its argon2 parameters are older than the current ones (the only
-        moment the plaintext is at hand), and the result says which MFA step follows.
+        On success the stored hash is upgraded if its argon2 parameters are older
+        than the current ones (the only moment the plaintext is at hand), and the
+        result says which MFA step follows.  The throttle's failure count is cleared
+        only when no second factor follows: wrong codes count like wrong passwords,
+        and if the right password wiped them, whoever holds it could sign in again
+        before every few guesses and never reach the lock.  The second factor clears
+        the count when it passes (``mfa.SecondFactor``, the WebAuthn sign-in).
         """
         request_id = request_id or secrets.token_hex(16)
         row, verification = self._verify(
             user_id, password, address, request_id, failure_action="login-failure"
         )
-        self.throttle.record_success(user_id, address)
         account = _account(row)
         new_hash = self.hashing.hash_password(password) if verification.needs_rehash else None
         rehashed = False
@@ -578,6 +589,8 @@ class Accounts:
             mfa = "verify"
         elif account.mfa_required:
             mfa = "enrol"
+        if mfa == "none":
+            self.throttle.record_success(user_id, address)
         return AuthResult(account, mfa, rehashed)
 
     # -- internals ---------------------------------------------------------------------

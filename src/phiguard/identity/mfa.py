@@ -120,6 +120,7 @@ class SecondFactor:
                 "mfa-enrol-failure", "denied", user_id, address, request_id, reason=result.outcome
             )
             return None
+        self.accounts.throttle.record_success(user_id, address)  # the sign-in is complete
         codes = self.accounts.recovery.generate(user_id)
         self._event(
             "mfa-enrolled",

@@ -37,22 +37,31 @@ GENERIC = {
 
 @dataclass
 class HttpRequest:
-    """One HTTP request as the web adapter read it (body already limited and parsed)."""
+    """One HTTP request as the web adapter read it (body already limited and parsed).
+
+    Headers, query and form carry cookies, bearer tokens, codes, verifiers, refresh
+    tokens and assertions, so ``repr`` leaves them out (and the URI, whose query
+    holds the authorization request): a request object that ends up in a log line
+    or a debugger's trace shows no secret.
+    """
 
     method: str
-    uri: str  # the public base URL + path + query: never built from the Host header
-    headers: dict[str, str]
-    query: list[tuple[str, str]] = field(default_factory=list)
-    form: list[tuple[str, str]] = field(default_factory=list)
+    uri: str = field(repr=False)  # the public base URL + path + query: never the Host header
+    headers: dict[str, str] = field(repr=False)
+    query: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    form: list[tuple[str, str]] = field(default_factory=list, repr=False)
     source: str = ""
     request_id: str = ""
 
 
 @dataclass
 class OAuthResponse:
+    """What an endpoint answers; the body (tokens) and headers (a ``Location`` with the
+    code) are left out of ``repr``."""
+
     status: int
-    body: dict[str, Any] | str
-    headers: list[tuple[str, str]]
+    body: dict[str, Any] | str = field(repr=False)
+    headers: list[tuple[str, str]] = field(repr=False)
 
     @property
     def location(self) -> str | None:

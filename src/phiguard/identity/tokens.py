@@ -255,8 +255,9 @@ class TokenService:
 
         One round trip answers: is the token revoked by id; for a user, is the account
         active and was it not revoked (suspension, termination, password change, MFA
-        reset) after the token was issued; for a backend client, is the client still
-        registered.  ``AuthenticationError`` otherwise.
+        reset) after the token was issued, and is the app it was issued to not
+        revoked; for a backend client, is the client still registered.
+        ``AuthenticationError`` otherwise.
         """
         issued_us = now_us(claims.issued_at)
         revoked_jti = (
@@ -271,6 +272,14 @@ class TokenService:
                     .where(revocations.c.user_id == claims.subject)
                     .scalar_subquery()
                 )
+                # The app the user let act for them: once revoked, none of its tokens
+                # works, not only those issued with a refresh token (which the
+                # revocation lists by id).  Operator tokens name no registered client.
+                client_revoked = (
+                    select(oauth_clients.c.revoked_at)
+                    .where(oauth_clients.c.client_id == claims.client_id)
+                    .scalar_subquery()
+                )
                 row = conn.execute(
                     select(
                         users.c.status,
@@ -278,12 +287,14 @@ class TokenService:
                         users.c.display_name,
                         cutoff.label("cutoff"),
                         revoked_jti.label("revoked"),
+                        client_revoked.label("client_revoked"),
                     ).where(users.c.user_id == claims.subject)
                 ).first()
                 if (
                     row is None
                     or row.status != "active"
                     or row.revoked is not None
+                    or row.client_revoked is not None
                     or (row.cutoff is not None and issued_us < int(row.cutoff))
                 ):
                     raise AuthenticationError()

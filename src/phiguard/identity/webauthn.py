@@ -31,7 +31,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from webauthn import (
     base64url_to_bytes,
     generate_authentication_options,
@@ -330,6 +330,26 @@ class WebAuthnService:
                 )
             )
         return bool(result.rowcount)
+
+
+def registered(engine: Engine, user_id: str) -> int:
+    """How many credentials ``user_id`` holds (flagged ones included), whatever the
+    relying party: a second factor the account has, even where it cannot be used."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).where(webauthn_credentials.c.user_id == user_id)
+            ).scalar_one()
+        )
+
+
+def remove_all(engine: Engine, user_id: str) -> int:
+    """Delete every credential of ``user_id`` (an MFA reset); how many were removed."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            delete(webauthn_credentials).where(webauthn_credentials.c.user_id == user_id)
+        )
+    return int(result.rowcount or 0)
 
 
 def _user_handle(user_id: str) -> bytes:

@@ -118,16 +118,18 @@ def create_app(
     app.state.system = system
     app.state.tokens = TokenService.from_system(system)
     accounts = Accounts.from_system(system)
+    # TLS here, or at a front end that base_url names (https://...): either way the
+    # browser speaks HTTPS to us, so cookies are __Host-/Secure and HSTS is sent.
+    tls = bool(system.settings.tls_cert) or system.settings.public_base.startswith("https://")
     app.state.console = Console(
         accounts=accounts,
         sessions=SessionStore(system.engine, system.clock, is_revoked=accounts.is_revoked),
-        secure_cookies=bool(system.settings.tls_cert),
+        secure_cookies=tls,
     )
     app.state.authenticate = authenticate or bearer_authenticator(system, app.state.tokens)
     app.state.max_body_bytes = system.settings.max_body_bytes
     app.state.pages = PageStore()
     app.state.base_url = system.settings.base_url.rstrip("/")
-    tls = bool(system.settings.tls_cert)
     logger = logs.configure(system.settings.log_path)
 
     @app.middleware("http")

@@ -48,6 +48,7 @@ router = APIRouter(include_in_schema=False)
 MAX_FORM_BYTES = 16_384
 MAX_QUERY_CHARS = 8_192
 SMART_CONFIG_PATH = "/.well-known/smart-configuration"
+RELOAD_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 
 _templates = Environment(
     loader=PackageLoader("phiguard.web", "templates"), autoescape=select_autoescape(["html"])
@@ -231,7 +232,10 @@ def _same_site_reload(request: Request) -> Response:
     )
     return HTMLResponse(
         body,
-        headers={"Cache-Control": "no-store", "Content-Security-Policy": "default-src 'none'"},
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": RELOAD_CSP,
+        },
     )
 
 

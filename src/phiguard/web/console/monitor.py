@@ -226,6 +226,16 @@ async def act(request: Request, kind: str, item_id: str, action: str) -> Respons
     wf = _workflow(request)
     by, source = officer.principal, address(request)
     item_id = item_id[:128]
+    if await run_in_threadpool(_about, wf, item_id, officer.user_id):
+        return render(
+            request,
+            "console_message.html",
+            status=403,
+            account=officer,
+            title="Not allowed",
+            message="This is about you: another privacy officer reviews it. Nothing was changed.",
+            back=back,
+        )
     try:
         if action == "assign":
             assignee = data.get("assignee", "").strip() or officer.user_id
@@ -261,6 +271,18 @@ async def act(request: Request, kind: str, item_id: str, action: str) -> Respons
     except MonitorError as exc:
         return _refused(request, officer, f"Not changed: {exc}", back)
     return redirect(back)
+
+
+def _about(wf: Workflow, target: str, user_id: str) -> bool:
+    """Whether alert or case ``target`` is about ``user_id``.
+
+    Nobody reviews themselves: an officer who could close, suppress, annotate or
+    reassign an alert about their own access would be their own auditor (the same
+    rule as for break-the-glass reviews).
+    """
+    return any(a.alert_id == target for a in wf.queue(status="all", user_id=user_id)) or any(
+        c.case_id == target for c in wf.cases(status="all", user_id=user_id)
+    )
 
 
 def _refused(request: Request, officer: Account, message: str, back: str) -> Response:

@@ -51,8 +51,17 @@ def render(request: Request, template: str, *, status: int = 200, **context: Any
 
 
 def safe_next(value: str | None, default: str = "/account") -> str:
-    """A local path to continue to; anything else (other hosts, schemes) is dropped."""
+    """A local path to continue to; anything else (other hosts, schemes) is dropped.
+
+    Spaces and control characters are refused as well: a browser deletes tabs and
+    newlines from a URL before parsing it, so ``/<TAB>/evil.example`` in a link or in
+    ``location.assign`` is ``//evil.example``, another site.  (A genuine target never
+    holds them: ``to_login`` passes the path and query as the browser sent them,
+    percent-encoded.)
+    """
     if not value or len(value) > 2048:
+        return default
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in value):
         return default
     if not value.startswith("/") or value.startswith("//") or "\\" in value:
         return default

@@ -30,9 +30,10 @@ from phiguard.identity.webauthn import (
     CloneSuspected,
     WebAuthnService,
     WebAuthnVerificationError,
+    registered,
 )
 
-from .pages import address, form, redirect, safe_next, signed_in
+from .pages import address, redirect, safe_next, signed_in, submitted
 from .session import check_csrf, console, current_session, session_id, set_session_cookie
 
 router = APIRouter(include_in_schema=False)
@@ -192,7 +193,7 @@ async def remove(request: Request) -> Response:
     if current is None:
         return redirect("/login")
     session, account = current
-    data = await form(request)
+    data = await submitted(request)
     if not check_csrf(request, data.get("csrf")):
         return redirect("/account")
     if console(request).sessions.needs_reauth(session):
@@ -285,5 +286,16 @@ async def authenticate(request: Request) -> Response:
 
 
 def has_keys(request: Request, user_id: str) -> bool:
+    """Whether the user can sign in with a key here (a usable key, and a relying party)."""
     service = relying_party(request)
     return service is not None and any(not c.flagged_clone for c in service.credentials(user_id))
+
+
+def holds_keys(request: Request, user_id: str) -> bool:
+    """Whether the account has any security key at all, usable here or not.
+
+    Such an account has a second factor: signing in must pass it, never enrol a new
+    one with the password alone (through a host name that is not the relying party,
+    ``has_keys`` is False for it).
+    """
+    return registered(console(request).accounts.engine, user_id) > 0

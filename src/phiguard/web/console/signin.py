@@ -32,7 +32,7 @@ from .pages import (
     submitted,
     to_login,
 )
-from .passkeys import has_keys
+from .passkeys import has_keys, holds_keys
 from .session import (
     check_csrf,
     clear_session_cookie,
@@ -110,7 +110,7 @@ async def login(request: Request) -> Response:
     if old:  # whatever session the browser had before is ended, not reused
         await run_in_threadpool(sessions.revoke, old)
     mfa = result.mfa
-    if mfa == "enrol" and await run_in_threadpool(has_keys, request, user_id):
+    if mfa == "enrol" and await run_in_threadpool(holds_keys, request, user_id):
         mfa = "verify"  # a security key is a second factor as good as TOTP
     step = {"verify": "/login/mfa", "enrol": "/mfa/enrol"}.get(mfa)
     response = redirect(f"{step}?next={quote(target, safe='/')}" if step else target)
@@ -166,12 +166,20 @@ async def mfa(request: Request) -> Response:
     return await _step_up(request, sid, target)
 
 
+async def _may_enrol(request: Request, user_id: str) -> bool:
+    """Enrolment is for an account with no second factor at all; one that holds a
+    security key must pass it (enrolling would let the password alone sign in)."""
+    return not await run_in_threadpool(holds_keys, request, user_id)
+
+
 @router.get("/mfa/enrol")
 async def enrol_page(request: Request, next: str = "") -> Response:
     pending = _pending(request)
     if pending is None:
         return redirect("/login")
     _, user_id = pending
+    if not await _may_enrol(request, user_id):
+        return redirect(f"/login/mfa?next={quote(safe_next(next), safe='/')}")
     try:
         enrolment = await run_in_threadpool(_mfa(request).begin_totp, user_id)
     except EnrolmentError:  # already enrolled: this session must verify instead
@@ -183,7 +191,7 @@ async def enrol_page(request: Request, next: str = "") -> Response:
 async def enrol_qr(request: Request) -> Response:
     """The QR code of the pending enrolment; re-derived from the sealed secret."""
     pending = _pending(request)
-    if pending is None:
+    if pending is None or not await _may_enrol(request, pending[1]):
         return Response(status_code=404)
     _, user_id = pending
     uri = await run_in_threadpool(console(request).accounts.totp.pending_uri, user_id)
@@ -195,7 +203,10 @@ async def enrol_qr(request: Request) -> Response:
     return Response(
         svg,
         media_type="image/svg+xml",
-        headers={"Cache-Control": "no-store", "Content-Security-Policy": "default-src 'none'"},
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+        },
     )
 
 
@@ -207,6 +218,8 @@ async def enrol(request: Request) -> Response:
     sid, user_id = pending
     data = await submitted(request)
     target = safe_next(data.get("next"))
+    if not await _may_enrol(request, user_id):
+        return redirect(f"/login/mfa?next={quote(target, safe='/')}")
     if not check_csrf(request, data.get("csrf")):
         return redirect(f"/mfa/enrol?next={quote(target, safe='/')}")
     codes = await run_in_threadpool(

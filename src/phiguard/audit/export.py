@@ -3,6 +3,11 @@
 Exports are resumable: each line carries the entry's sequence number, and a cursor
 file keeps the next one to send, so a collector that died re-reads nothing twice
 and misses nothing.
+
+A SIEM is not built to hold PHI, and an entry's detail is sealed in the ledger
+because it may quote some: a break-the-glass reason, a review note, a disclosure's
+description.  So neither format carries free text: JSON lines keep only the detail's
+numbers and flags (counts, sizes), syslog none of it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ SD_ID = "phiguard@32473"
 def jsonl(events: Iterator[dict[str, Any]]) -> Iterator[str]:
     for e in events:
         out = {**e, "time": isoformat(from_us(int(e["t"])))}
+        if isinstance(e.get("detail"), dict):
+            out["detail"] = {
+                k: v for k, v in e["detail"].items() if isinstance(v, int | float | bool)
+            }
+        else:
+            out.pop("detail", None)
         yield json.dumps(out, sort_keys=True, separators=(",", ":"))
 
 

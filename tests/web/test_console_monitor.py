@@ -127,6 +127,6 @@ def test_suppression_and_drill_downs(officer: TestClient) -> None:
     assert "a-vip" not in officer.get("/monitor").text.split('id="alerts"')[1]
     user = officer.get("/monitor/users/nurse01")
     assert "/monitor/cases/c-nurse" in user.text and "Nurse01 Tester" in user.text
-    patient = officer.get("/monitor/patients/p1")
+    patient = officer.get("/monitor/patients", params={"patient": "p1"})
     assert "/monitor/alerts/a-family" in patient.text
     assert officer.get("/monitor/alerts/no-such").status_code == 404

@@ -9,8 +9,13 @@ duties in the monitoring queue.
 
 from __future__ import annotations
 
+import html
+import logging
+import logging.handlers
 import re
+import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pyotp
 import pytest
@@ -22,6 +27,7 @@ from phiguard.identity.webauthn import WebAuthnService
 from phiguard.monitor.workflow import Workflow
 from phiguard.store.tables import sessions
 from phiguard.system import System
+from phiguard.web import logs
 from phiguard.web.app import create_app
 from tests.identity.test_webauthn import Authenticator, to_device, to_json
 from tests.monitor.test_workflow import A
@@ -378,3 +384,44 @@ def test_an_officer_cannot_dispose_of_alerts_about_herself(system: System) -> No
         )
         assert r.status_code == 303
         assert wf.alert_row("a-self").status == "closed"
+
+
+# -- no PHI in the request log ---------------------------------------------------------------
+
+
+def access_log() -> str:
+    """Everything the request logger has written in this process (its file is wherever
+    the first app of the process configured it)."""
+    files = [
+        Path(h.baseFilename)
+        for h in logging.getLogger(logs.LOGGER).handlers
+        if isinstance(h, logging.handlers.RotatingFileHandler)
+    ]
+    for handler in logging.getLogger(logs.LOGGER).handlers:
+        handler.flush()
+    return "".join(f.read_text() for f in files if f.exists())
+
+
+def test_monitored_patient_ids_stay_out_of_the_request_log(system: System) -> None:
+    """An EHR export's patient id is often its MRN (``patient_id: PAT_MRN`` in the
+    mapping): the drill-down must not put it into a logged path."""
+    add_user(system, "privacy01", ["privacy_officer"])
+    mrn = f"MRNCANARY{secrets.token_hex(4)}"
+    now = system.clock.now()
+    Workflow.from_system(system).save(
+        [A("a-mrn", "vip", "nurse01", (mrn,), 80.0, first_event_at=now, last_event_at=now)],
+        [],
+        by="system/phiguard",
+    )
+    with TestClient(create_app(system), follow_redirects=False) as officer:
+        enrol(officer, "privacy01")
+        queue = officer.get("/monitor")
+        links = re.findall(r'href="(/monitor/patients[^"]*)"', queue.text)
+        assert links, "the queue links each alert's patients"
+        for link in links:
+            page = officer.get(html.unescape(link))
+            assert page.status_code == 200 and "/monitor/alerts/a-mrn" in page.text
+        assert officer.get("/monitor/alerts/a-mrn").status_code == 200
+    written = access_log()
+    assert '"path":"/monitor/patients' in written  # the drill-down was logged ...
+    assert mrn not in written  # ... without the patient id

@@ -161,13 +161,15 @@ async def user_page(request: Request, user_id: str) -> Response:
     )
 
 
-@router.get("/monitor/patients/{patient_id}")
-async def patient_page(request: Request, patient_id: str) -> Response:
+@router.get("/monitor/patients")
+async def patient_page(request: Request, patient: str = "") -> Response:
+    """Every alert about one patient.  The id travels in the query, which the request
+    log never writes: an EHR export's patient id is often its MRN."""
     officer = _officer(request)
     if isinstance(officer, Response):
         return officer
     wf = _workflow(request)
-    patient_id = patient_id[:64]
+    patient_id = patient[:64]
     alerts = await run_in_threadpool(lambda: wf.queue(status="all", patient_id=patient_id))
     return render(
         request,

@@ -45,6 +45,8 @@ class World:
     hospital: Hospital
     clock: FixedClock
     audit: ListAuditSink
+    root: Path | None = None
+    """Where the key file (and, under SQLite, the database) lives."""
 
     @property
     def system(self) -> Repository:
@@ -102,13 +104,17 @@ class World:
         self.access.attributes.invalidate()
 
 
-def build_world(root: Path, *, patients: int = 60, seed: int = SEED) -> World:
+PASSPHRASE = "world passphrase, long enough"
+
+
+def build_world(
+    root: Path, *, patients: int = 60, seed: int = SEED, url: str | None = None
+) -> World:
+    """A seeded hospital in SQLite under ``root`` (or in the database at ``url``)."""
     root.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(f"sqlite:///{root / 'phiguard.db'}")
+    engine = make_engine(url or f"sqlite:///{root / 'phiguard.db'}")
     migrate.upgrade(engine)
-    keyfile = LocalKeyFile.create(
-        root / "kek.json", "world passphrase, long enough", scrypt_params=FAST_SCRYPT
-    )
+    keyfile = LocalKeyFile.create(root / "kek.json", PASSPHRASE, scrypt_params=FAST_SCRYPT)
     hospital = generate_hospital(seed=seed, patients=patients)
     clock = FixedClock(
         dt.datetime.combine(
@@ -122,7 +128,7 @@ def build_world(root: Path, *, patients: int = 60, seed: int = SEED) -> World:
     if variant:  # run the security tests against another policy set (see docs/access.md)
         access.engine.load(PolicyBundle.from_directory(Path(variant)))
     seed_hospital(vault, seed=seed, patients=patients)
-    world = World(vault, access, hospital, clock, audit)
+    world = World(vault, access, hospital, clock, audit, root)
     today = clock.now().date()
     for s in hospital.staff:
         world.add_user(

@@ -499,6 +499,13 @@ class PolicyEngine:
         return self._active.generation
 
     @property
+    def uses_departments(self) -> bool:
+        """Whether any loaded policy reads department ids (the shipped ones do not: they
+        decide on ``department_match``); callers may then leave the ids out of ``Facts``,
+        which spares ``decide`` a copy of them."""
+        return self._active.uses_departments
+
+    @property
     def policies(self) -> Mapping[str, PolicyInfo]:
         return self._active.policies
 

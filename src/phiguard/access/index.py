@@ -4,21 +4,31 @@ Deciding "is this nurse caring for this patient?" from the FHIR resources themse
 would mean decrypting every CareTeam, Encounter and Appointment of the patient on
 every request.  Instead the repository hands every write of those types (and of
 EpisodeOfCare, Consent and the Patient itself) to ``RelationshipIndex.written``,
-which reduces the resource to the few facts the policies use (members, department,
-period, status, flags, consent denials) and stores them in ``access_facts``:
+which reduces each resource to the few facts the policies use (members, department,
+period, status, flags, consent denials) and keeps them in ``access_facts``:
 
-- one row per source resource, keyed by ``HMAC(source type/id)``, with
-  ``HMAC(patient id)`` as the look-up key (blind-index keys, so nobody without the
-  key can join a row to a resource, a patient or a practitioner);
-- the facts themselves sealed with the patient's own data key, bound to the tenant,
-  the source key and the patient's compartment, so rows cannot be moved between
-  patients and crypto-shredding the patient destroys them with the rest.
+- **one row per patient**, holding the facts of all the patient's indexed resources
+  (``{"Encounter/<id>": facts, ...}``), so deciding about a patient costs one
+  look-up and one unsealing however long the record is; a write rewrites the row in
+  the writing transaction (under PostgreSQL with a transaction-scoped advisory lock
+  on the patient, so concurrent writers of one patient's resources cannot lose each
+  other's facts; SQLite already serialises writers);
+- keyed by ``HMAC(patient id)`` (a blind-index key), so nobody without the key can
+  join a row to a patient;
+- sealed with the patient's own data key, bound to the tenant, the row's key and the
+  patient's compartment, so rows cannot be moved between patients and
+  crypto-shredding the patient destroys them with the rest of the record; the
+  plaintext is padded to a multiple of 256 bytes, so the row's length says little
+  about how many resources it covers;
+- ``change_tag``, a random number drawn at every rewrite: readers that cached a
+  patient's facts compare tags in bulk, without unsealing anything, to see whether
+  another process changed the row.
 
-What the table reveals, by design: how many indexed resources each (hashed) patient
-has, and when rows change; see docs/access.md.  The index is derived data: a row
-that no longer opens (after a data-key rotation destroyed the key version that
-sealed it) is rebuilt from the patient's resources on the spot, and ``rebuild_all``
-re-derives everything.
+What the table reveals, by design: which (hashed) patients have indexed resources,
+when their rows change, and the padded size of their facts; see docs/access.md.
+The index is derived data: a row that no longer opens (after a data-key rotation
+destroyed the key version that sealed it, or tampering) is rebuilt from the
+patient's resources on the spot, and ``rebuild_all`` re-derives everything.
 
 PractitionerRole resources (staff directory, not PHI) go to a plain table mapping a
 role id to its practitioner and department, so a participant named by role matches
@@ -27,20 +37,25 @@ the user behind it.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select, text
 
 from phiguard.crypto.envelope import aad
 from phiguard.errors import CryptoError, InvalidSearch, KeyShreddedError
 from phiguard.records.compartment import patient_of
 from phiguard.records.hooks import Written
 from phiguard.records.search import parse_date
+from phiguard.records.vault import KeyringCipher
 from phiguard.store.engine import now_us
 from phiguard.store.tables import access_facts, access_practitioner_roles, resource_heads, resources
 
+from .driver_sql import Reader, placeholders
 from .labels import has_flag
 
 if TYPE_CHECKING:
@@ -52,10 +67,43 @@ INDEXED: Final[frozenset[str]] = frozenset(
 """Resource types whose writes update ``access_facts``."""
 
 _PATIENT_PARAM: Final = "access.patient"
-_SOURCE_PARAM: Final = "access.source"
+_PERSON: Final = b"phiguard-access"
 _AAD_KIND: Final = "access-facts"
+_PAD: Final = 256
+_CHUNK: Final = 500
+
+NO_ROW: Final = 0
+"""``change_tag`` of a patient without a row (tags drawn at writes are never 0)."""
+UNREADABLE: Final = -1
+"""``change_tag`` reported for a row whose data key was destroyed (shredded patient)."""
+
+# Reads go through the driver's cursor (driver_sql.py): they run on the first decision
+# about a patient, where SQLAlchemy's own cost would be most of the look-up.
+_SQL_LOAD: Final = (
+    "SELECT patient_key, change_tag, dek_version, body FROM access_facts "
+    "WHERE tenant = ? AND patient_key IN ({})"
+)
+_SQL_TAGS: Final = (
+    "SELECT patient_key, change_tag, dek_version FROM access_facts "
+    "WHERE tenant = ? AND patient_key IN ({})"
+)
+_SQL_LOCK: Final = (
+    "SELECT count(pg_advisory_xact_lock(k)) FROM "
+    "(SELECT k FROM unnest(CAST(:keys AS bigint[])) AS t(k) ORDER BY k) AS ordered"
+)
 
 Fact = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PatientFactsRow:
+    """One patient's row as read: its change tag and the facts of its resources."""
+
+    change_tag: int
+    facts: tuple[Fact, ...] = ()
+
+
+_EMPTY = PatientFactsRow(NO_ROW)
 
 
 def _refs(node: Any, *path: str) -> list[str]:
@@ -207,19 +255,45 @@ class RelationshipIndex:
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
         self.tenant = vault.tenant
-        self._listeners: list[Any] = []
+        self._listeners: list[Callable[[set[str]], object]] = []
+        self.reader = Reader(vault.engine)
+        self._aad_head = aad(self.tenant, _AAD_KIND)
+        token = vault.indexer.raw_token
+        self._patient_hash_key = token(_PATIENT_PARAM, "key/1") + token(_PATIENT_PARAM, "key/2")
+        # Rows are opened with the keyring directly (as ``KeyringCipher`` does), so a
+        # read needs no SQLAlchemy connection unless a data key must be loaded.
+        cipher = vault.cipher
+        self._keyring = cipher.keyring if isinstance(cipher, KeyringCipher) else None
 
     # -- keys --------------------------------------------------------------------------
     def patient_key(self, patient_id: str) -> bytes:
-        return self.vault.indexer.raw_token(_PATIENT_PARAM, patient_id)
+        """``BLAKE2b-128(patient id)`` keyed with a 256-bit key derived from the
+        blind-index key of ``access.patient``.
 
-    def source_key(self, rtype: str, rid: str) -> bytes:
-        return self.vault.indexer.raw_token(_SOURCE_PARAM, f"{rtype}/{rid}")
+        Keyed BLAKE2b is a PRF like the blind index's HMAC-SHA256, and it runs in
+        Python's own code: the HMAC goes through OpenSSL, whose per-call set-up
+        cost 10-50 us on the first decision about a patient (measured right after a
+        chart was read); BLAKE2b costs about 2 us there.
+        """
+        return hashlib.blake2b(
+            patient_id.encode(), key=self._patient_hash_key, digest_size=16, person=_PERSON
+        ).digest()
 
-    def _aad(self, source_key: bytes, compartment: str) -> bytes:
-        return aad(self.tenant, _AAD_KIND, source_key, compartment)
+    def _aad(self, patient_key: bytes, compartment: str) -> bytes:
+        """``aad(tenant, "access-facts", patient key, compartment)``, with the constant
+        head encoded once (tests/access/test_index.py holds the two equal)."""
+        place = compartment.encode()
+        return b"".join(
+            (
+                self._aad_head,
+                len(patient_key).to_bytes(4, "big"),
+                patient_key,
+                len(place).to_bytes(4, "big"),
+                place,
+            )
+        )
 
-    def on_change(self, listener: Any) -> None:
+    def on_change(self, listener: Callable[[set[str]], object]) -> None:
         """``listener(patient_ids)`` after rows of those patients were rewritten."""
         self._listeners.append(listener)
 
@@ -227,64 +301,125 @@ class RelationshipIndex:
     def written(self, conn: Connection, items: Sequence[Written]) -> None:
         """Bring the index up to date with resources written in ``conn``'s transaction.
 
-        Batched like the repository's own bulk path: one delete per 500 sources and one
-        multi-row insert, so seeding a hospital does not pay a round trip per resource.
+        Each touched patient's row is read, changed and resealed once per call,
+        whatever the number of its resources in ``items`` (the import's batches), and
+        a resource that moved to another patient leaves its former patient's row.
         """
-        touched: set[str] = set()
-        indexed = [i for i in items if i.resource_type in INDEXED]
+        changes: dict[str, dict[str, Fact | None]] = {}
         for item in items:
             if item.resource_type == "PractitionerRole":
                 self._practitioner_role(conn, item)
-        if indexed:
-            self._write_many(conn, indexed, touched)
-        if touched:
-            for listener in self._listeners:
-                listener(touched)
+            if item.resource_type not in INDEXED:
+                continue
+            source = f"{item.resource_type}/{item.id}"
+            patient: str | None = None
+            fact: Fact | None = None
+            if item.resource is not None:
+                patient = patient_of(item.resource)
+                fact = facts_of(item.resource) if patient else None
+                if fact is None:
+                    patient = None
+            earlier = set(item.previous_patients)
+            if item.compartment.startswith("Patient/"):
+                earlier.add(item.compartment.removeprefix("Patient/"))
+            for pid in earlier:
+                if pid != patient:
+                    changes.setdefault(pid, {})[source] = None
+            if patient is not None:
+                changes.setdefault(patient, {})[source] = fact
+        if not changes:
+            return
+        self._apply(conn, changes)
+        touched = set(changes)
+        for listener in self._listeners:
+            listener(touched)
 
-    def _write_many(self, conn: Connection, items: Sequence[Written], touched: set[str]) -> None:
-        sources = [self.source_key(i.resource_type, i.id) for i in items]
+    def _lock(self, conn: Connection, keys: Iterable[bytes]) -> None:
+        """Serialise writers of the same patients' rows (PostgreSQL; SQLite writers
+        already hold the database's write lock when the repository calls us).  Keys
+        are taken in ascending order so two writers never wait on each other."""
+        if conn.dialect.name != "postgresql":
+            return
+        ids = sorted({int.from_bytes(k[:8], "big", signed=True) for k in keys})
+        if ids:
+            conn.execute(text(_SQL_LOCK), {"keys": ids})
+
+    def _apply(self, conn: Connection, changes: dict[str, dict[str, Fact | None]]) -> None:
+        keys = {self.patient_key(p): p for p in changes}
+        key_list = sorted(keys)
+        self._lock(conn, key_list)
+        current: dict[str, dict[str, Fact]] = {}
+        shredded: set[str] = set()
+        broken: list[str] = []
         c = access_facts.c
-        for n in range(0, len(sources), 500):
+        for i in range(0, len(key_list), _CHUNK):
+            for row in conn.execute(
+                select(c.patient_key, c.dek_version, c.body).where(
+                    c.tenant == self.tenant, c.patient_key.in_(key_list[i : i + _CHUNK])
+                )
+            ):
+                key = bytes(row.patient_key)
+                pid = keys[key]
+                try:
+                    current[pid] = self._open(conn, pid, key, int(row.dek_version), row.body)
+                except KeyShreddedError:
+                    shredded.add(pid)
+                except CryptoError:
+                    broken.append(pid)
+        for pid in broken:
+            # Re-derived from the resources as this transaction sees them, which
+            # already includes the writes being indexed.
+            current[pid] = self._derive(conn, pid)
+        rows = []
+        for key in key_list:
+            pid = keys[key]
+            if pid in shredded:
+                continue  # nothing can be sealed for it any more; the row is dropped
+            entries = current.get(pid, {})
+            for source, fact in changes[pid].items():
+                if fact is None:
+                    entries.pop(source, None)
+                else:
+                    entries[source] = fact
+            if entries:
+                rows.append(self._sealed_row(conn, pid, key, entries)[0])
+        for i in range(0, len(key_list), _CHUNK):
             conn.execute(
                 delete(access_facts).where(
-                    c.tenant == self.tenant, c.source_key.in_(sources[n : n + 500])
+                    c.tenant == self.tenant, c.patient_key.in_(key_list[i : i + _CHUNK])
                 )
             )
-        rows = []
-        for item, source in zip(items, sources, strict=True):
-            touched.update(item.previous_patients)
-            if item.compartment.startswith("Patient/"):
-                touched.add(item.compartment.removeprefix("Patient/"))
-            if item.resource is None:
-                continue
-            patient_id = patient_of(item.resource)
-            fact = facts_of(item.resource)
-            if patient_id is None or fact is None:
-                continue
-            compartment = f"Patient/{patient_id}"
-            version, body = self.vault.cipher.seal(
-                compartment,
-                json.dumps(fact, separators=(",", ":")).encode(),
-                self._aad(source, compartment),
-                conn,
-            )
-            rows.append(
-                {
-                    "tenant": self.tenant,
-                    "source_key": source,
-                    "patient_key": self.patient_key(patient_id),
-                    "dek_version": version,
-                    "body": body,
-                }
-            )
-            touched.add(patient_id)
         if rows:
             conn.execute(insert(access_facts), rows)
 
-    def _write(self, conn: Connection, item: Written) -> set[str]:
-        touched: set[str] = set()
-        self._write_many(conn, [item], touched)
-        return touched
+    def _sealed_row(
+        self, conn: Connection, patient_id: str, key: bytes, entries: dict[str, Fact]
+    ) -> tuple[dict[str, Any], int]:
+        compartment = f"Patient/{patient_id}"
+        plain = json.dumps(entries, separators=(",", ":"), sort_keys=True).encode()
+        plain += b" " * (-len(plain) % _PAD)
+        version, body = self.vault.cipher.seal(
+            compartment, plain, self._aad(key, compartment), conn
+        )
+        tag = secrets.randbits(62) + 1
+        row = {
+            "tenant": self.tenant,
+            "patient_key": key,
+            "change_tag": tag,
+            "dek_version": version,
+            "body": body,
+        }
+        return row, tag
+
+    def _open(
+        self, conn: Connection, patient_id: str, key: bytes, version: int, body: Any
+    ) -> dict[str, Fact]:
+        compartment = f"Patient/{patient_id}"
+        raw = self.vault.cipher.open(
+            compartment, version, bytes(body), self._aad(key, compartment), "access index", conn
+        )
+        entries: dict[str, Fact] = json.loads(raw)
+        return entries
 
     def _practitioner_role(self, conn: Connection, item: Written) -> None:
         t = access_practitioner_roles.c
@@ -313,47 +448,72 @@ class RelationshipIndex:
         )
 
     # -- reading -----------------------------------------------------------------------
-    def load(self, patient_ids: Sequence[str]) -> dict[str, list[Fact]]:
-        """The facts of each patient (one query for all); rebuilt where a row fails to open."""
+    def _rows(self, sql: str, keys: list[bytes]) -> list[Any]:
+        """Rows of ``sql`` for ``keys``, in slices of 500."""
+        out: list[Any] = []
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i : i + _CHUNK]
+            query = sql.format(placeholders(len(chunk)))
+            out.extend(self.reader.rows(query, (self.tenant, *chunk)))
+        return out
+
+    def _read(self, patient_id: str, key: bytes, version: int, body: Any) -> dict[str, Fact]:
+        compartment = f"Patient/{patient_id}"
+        associated = self._aad(key, compartment)
+        if self._keyring is not None:
+            sealer = self._keyring.sealer(compartment, version)
+            raw = sealer.open(bytes(body), associated, "access index")
+        else:
+            with self.vault.engine.connect() as conn:
+                raw = self.vault.cipher.open(
+                    compartment, version, bytes(body), associated, "access index", conn
+                )
+        entries: dict[str, Fact] = json.loads(raw.decode())  # str: no encoding sniffing
+        return entries
+
+    def load(self, patient_ids: Sequence[str]) -> dict[str, PatientFactsRow]:
+        """The facts of each patient: one query for all, one unsealing per patient.
+
+        A patient without a row has no facts (``NO_ROW``); one whose data key was
+        destroyed has none either (``UNREADABLE``); a row that fails to open otherwise
+        is rebuilt from the patient's resources.
+        """
         keys = {self.patient_key(p): p for p in patient_ids}
-        found: dict[str, list[Fact]] = {p: [] for p in patient_ids}
-        broken: set[str] = set()
-        shredded: set[str] = set()
-        key_list = list(keys)
-        c = access_facts.c
-        with self.vault.engine.connect() as conn:
-            for i in range(0, len(key_list), 500):
-                rows = conn.execute(
-                    select(c.source_key, c.patient_key, c.dek_version, c.body).where(
-                        c.tenant == self.tenant, c.patient_key.in_(key_list[i : i + 500])
-                    )
-                ).all()
-                for row in rows:
-                    pid = keys[bytes(row.patient_key)]
-                    if pid in broken or pid in shredded:
-                        continue
-                    compartment = f"Patient/{pid}"
-                    try:
-                        raw = self.vault.cipher.open(
-                            compartment,
-                            int(row.dek_version),
-                            bytes(row.body),
-                            self._aad(bytes(row.source_key), compartment),
-                            "access index",
-                            conn,
-                        )
-                    except KeyShreddedError:
-                        shredded.add(pid)
-                        continue
-                    except CryptoError:
-                        broken.add(pid)
-                        continue
-                    found[pid].append(json.loads(raw))
-        for pid in shredded:
-            found[pid] = []
+        found: dict[str, PatientFactsRow] = dict.fromkeys(patient_ids, _EMPTY)
+        broken: list[str] = []
+        for key, tag, version, body in self._rows(_SQL_LOAD, list(keys)):
+            pid = keys[bytes(key)]
+            try:
+                entries = self._read(pid, bytes(key), int(version), body)
+            except KeyShreddedError:
+                found[pid] = PatientFactsRow(UNREADABLE)
+                continue
+            except CryptoError:
+                broken.append(pid)
+                continue
+            found[pid] = PatientFactsRow(int(tag), tuple(entries.values()))
         for pid in broken:
             found[pid] = self.rebuild_patient(pid)
         return found
+
+    def change_tags(self, patient_ids: Sequence[str]) -> dict[str, int]:
+        """Each patient's current ``change_tag``, without unsealing anything.
+
+        ``UNREADABLE`` when the key that sealed the row is destroyed in this process's
+        view (the patient was shredded here), so a cache holding the patient's facts
+        lets them go as a reload would.
+        """
+        keys = {self.patient_key(p): p for p in patient_ids}
+        out: dict[str, int] = dict.fromkeys(patient_ids, NO_ROW)
+        for key, tag, version in self._rows(_SQL_TAGS, list(keys)):
+            pid = keys[bytes(key)]
+            out[pid] = int(tag)
+            if self._keyring is not None:
+                try:
+                    self._keyring.sealer(f"Patient/{pid}", int(version))
+                except CryptoError:
+                    out[pid] = UNREADABLE
+        return out
 
     def practitioner_roles(self, practitioner_id: str) -> list[tuple[str, str | None, bool]]:
         """(role id, department organization id, active) of one practitioner."""
@@ -367,62 +527,62 @@ class RelationshipIndex:
         return [(str(r.role_id), r.organization_id, bool(r.active)) for r in rows]
 
     # -- rebuilding --------------------------------------------------------------------
-    def rebuild_patient(self, patient_id: str) -> list[Fact]:
-        """Re-derive one patient's rows from their current resources; returns the facts."""
+    def _derive(self, conn: Connection, patient_id: str) -> dict[str, Fact]:
+        """The facts of the patient's current indexed resources, read in ``conn``."""
         compartment = f"Patient/{patient_id}"
         h, r = resource_heads.c, resources.c
-        out: list[Fact] = []
-        with self.vault.engine.begin() as conn:
-            if self.vault.keyring.is_shredded(compartment, conn):
-                conn.execute(
-                    delete(access_facts).where(
-                        access_facts.c.tenant == self.tenant,
-                        access_facts.c.patient_key == self.patient_key(patient_id),
-                    )
-                )
-                return []
-            conn.execute(
-                delete(access_facts).where(
-                    access_facts.c.tenant == self.tenant,
-                    access_facts.c.patient_key == self.patient_key(patient_id),
+        rows = conn.execute(
+            select(r.rtype, r.rid, r.version, r.dek_version, r.body)
+            .select_from(
+                resource_heads.join(
+                    resources,
+                    (r.tenant == h.tenant)
+                    & (r.rtype == h.rtype)
+                    & (r.rid == h.rid)
+                    & (r.version == h.version),
                 )
             )
-            rows = conn.execute(
-                select(r.rtype, r.rid, r.version, r.dek_version, r.body)
-                .select_from(
-                    resource_heads.join(
-                        resources,
-                        (r.tenant == h.tenant)
-                        & (r.rtype == h.rtype)
-                        & (r.rid == h.rid)
-                        & (r.version == h.version),
-                    )
-                )
-                .where(
-                    h.tenant == self.tenant,
-                    h.compartment == compartment,
-                    h.deleted.is_(False),
-                    h.rtype.in_(sorted(INDEXED)),
-                )
-            ).all()
-            items = []
-            for row in rows:
-                raw = self.vault.cipher.open(
-                    compartment,
-                    int(row.dek_version),
-                    bytes(row.body),
-                    aad(self.tenant, row.rtype, row.rid, int(row.version), compartment),
-                    f"{row.rtype}/{row.rid}",
-                    conn,
-                )
-                resource = json.loads(raw)
-                items.append(Written(str(row.rtype), str(row.rid), compartment, resource))
-                fact = facts_of(resource)
-                if fact is not None and patient_of(resource) == patient_id:
-                    out.append(fact)
-            for item in items:
-                self._write(conn, item)
+            .where(
+                h.tenant == self.tenant,
+                h.compartment == compartment,
+                h.deleted.is_(False),
+                h.rtype.in_(sorted(INDEXED)),
+            )
+        ).all()
+        out: dict[str, Fact] = {}
+        for row in rows:
+            raw = self.vault.cipher.open(
+                compartment,
+                int(row.dek_version),
+                bytes(row.body),
+                aad(self.tenant, row.rtype, row.rid, int(row.version), compartment),
+                f"{row.rtype}/{row.rid}",
+                conn,
+            )
+            resource = json.loads(raw)
+            fact = facts_of(resource)
+            if fact is not None and patient_of(resource) == patient_id:
+                out[f"{row.rtype}/{row.rid}"] = fact
         return out
+
+    def rebuild_patient(self, patient_id: str) -> PatientFactsRow:
+        """Re-derive one patient's row from their current resources; returns it."""
+        compartment = f"Patient/{patient_id}"
+        key = self.patient_key(patient_id)
+        c = access_facts.c
+        with self.vault.engine.begin() as conn:
+            self._lock(conn, [key])
+            conn.execute(delete(access_facts).where(c.tenant == self.tenant, c.patient_key == key))
+            if self.vault.keyring.is_shredded(compartment, conn):
+                return PatientFactsRow(UNREADABLE)
+            entries = self._derive(conn, patient_id)
+            if not entries:
+                return _EMPTY
+            row, tag = self._sealed_row(conn, patient_id, key, entries)
+            conn.execute(insert(access_facts), [row])
+        for listener in self._listeners:
+            listener({patient_id})
+        return PatientFactsRow(tag, tuple(entries.values()))
 
     def rebuild_all(self, batch: int = 500) -> int:
         """Re-derive the whole index (after a restore or a key rotation); returns patients."""

@@ -43,3 +43,26 @@ def has_flag(resource: Mapping[str, Any] | None, flag: str) -> bool:
     return any(
         c.get("system") == FLAGS_SYSTEM and c.get("code") == flag for c in _security(resource)
     )
+
+
+_NO_LABELS: Final[frozenset[str]] = frozenset()
+
+
+def labels_and_flag(resource: Mapping[str, Any] | None, flag: str) -> tuple[frozenset[str], bool]:
+    """``security_labels(resource)`` and ``has_flag(resource, flag)`` in one pass (every
+    decision asks for both; most resources carry no ``meta.security`` at all)."""
+    meta = resource.get("meta") if resource else None
+    security = meta.get("security") if isinstance(meta, Mapping) else None
+    if not isinstance(security, list) or not security:
+        return _NO_LABELS, False
+    labels: set[str] = set()
+    flagged = False
+    for c in security:
+        if not isinstance(c, Mapping):
+            continue
+        system, code = c.get("system"), c.get("code")
+        if system in LABEL_SYSTEMS and isinstance(code, str):
+            labels.add(code)
+        elif system == FLAGS_SYSTEM and code == flag:
+            flagged = True
+    return frozenset(labels), flagged

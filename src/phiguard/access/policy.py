@@ -38,9 +38,15 @@ from .attributes import NO_RELATIONSHIP, About, AttributeProvider
 from .engine import PolicyEngine
 from .explain import Explanation, explain
 from .facts import ACTION_ALIASES, BREAK_GLASS_PURPOSES, Facts, PatientFacts
-from .labels import has_flag, security_labels
+from .labels import labels_and_flag
 from .masks import apply_masks, merge_hidden
 from .scopes import scopes_allow
+
+_NO_DEPARTMENT = {
+    (vip, employee): PatientFacts("", vip, employee)
+    for vip in (False, True)
+    for employee in (False, True)
+}
 
 POLICY_KINDS = frozenset({"user", "client"})
 """Principal kinds the Cedar policies decide; others go to the fallback policy."""
@@ -90,10 +96,14 @@ class CedarPolicy:
         self._refresh_every = refresh_seconds
         self._next_refresh = 0.0
 
-    def facts(self, ctx: AccessContext, request: AccessRequest) -> Facts:
-        """The facts the engine decides ``request`` on."""
+    def facts(
+        self, ctx: AccessContext, request: AccessRequest, *, departments: bool = True
+    ) -> Facts:
+        """The facts the engine decides ``request`` on (``departments=False``: without
+        the department ids, for an engine whose policies do not read them)."""
         principal = ctx.principal
         patient_id = patient_id_of(request)
+        labels, vip_flag = labels_and_flag(request.resource, "vip")
         patient: PatientFacts | None = None
         relationship = NO_RELATIONSHIP
         consent_denied = False
@@ -107,8 +117,10 @@ class CedarPolicy:
                 patient = self.attributes.patient(patient_id)
                 relationship = self.attributes.relationship(principal, patient_id)
                 consent_denied = self.attributes.consent_denied(ctx, patient_id)
-            if has_flag(request.resource, "vip") and not patient.vip:
+            if vip_flag and not patient.vip:
                 patient = PatientFacts(patient.department, True, patient.employee)
+            if not departments and patient.department:
+                patient = _NO_DEPARTMENT[patient.vip, patient.employee]
         elif self._any_grant is not None and ctx.purpose in BREAK_GLASS_PURPOSES:
             break_glass = self._any_grant(principal)
         return Facts(
@@ -116,8 +128,8 @@ class CedarPolicy:
             resource_type=request.resource_type,
             roles=principal.roles,
             principal_kind=principal.kind,
-            department=self.attributes.user(principal).department,
-            labels=security_labels(request.resource),
+            department=self.attributes.user(principal).department if departments else "",
+            labels=labels,
             patient=patient,
             purpose=ctx.purpose,
             break_glass=break_glass,
@@ -143,7 +155,8 @@ class CedarPolicy:
             if now >= self._next_refresh:
                 self._next_refresh = now + self._refresh_every
                 self._refresh()
-        return self.engine.decide(self.facts(ctx, request))
+        engine = self.engine
+        return engine.decide(self.facts(ctx, request, departments=engine.uses_departments))
 
     # -- what the repository asks besides decisions ------------------------------------
     def per_resource(self, ctx: AccessContext) -> bool:

@@ -91,6 +91,9 @@ class _Pending:
     body: bytes | None
     new: bool
     tokens: set[tuple[str, bytes]]
+    previous: str | None = None
+    """The compartment of the head this version replaces, when it differs (the
+    relationship index takes a moved resource's facts off its former patient)."""
 
 
 # The bulk path writes with plain DBAPI executemany: SQLAlchemy's per-row parameter
@@ -120,6 +123,12 @@ def _executemany(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> Non
     if conn.dialect.paramstyle != "qmark":
         sql = sql.replace("?", "%s")
     conn.exec_driver_sql(sql, rows)
+
+
+def _patients_of(compartment: str | None) -> tuple[str, ...]:
+    if compartment is None or not compartment.startswith("Patient/"):
+        return ()
+    return (compartment.removeprefix("Patient/"),)
 
 
 def _dumps(resource: dict[str, Any]) -> bytes:
@@ -311,6 +320,7 @@ class Repository:
         *,
         new: bool,
         now: int,
+        previous: str | None = None,
     ) -> _Pending:
         """Seal one version and compute its rows; ``_flush`` writes a list of them."""
         tokens: set[tuple[str, bytes]] = set()
@@ -331,7 +341,8 @@ class Repository:
         else:
             dek_version, body = 0, None
         stored = StoredResource(rtype, rid, version, now, resource is None, resource)
-        return _Pending(stored, compartment, dek_version, body, new, tokens)
+        moved = previous if previous is not None and previous != compartment else None
+        return _Pending(stored, compartment, dek_version, body, new, tokens, moved)
 
     def _flush(self, conn: Connection, pending: list[_Pending]) -> None:
         """Write prepared versions with one executemany per statement."""
@@ -410,7 +421,14 @@ class Repository:
         )
         if self.vault.observers:
             written = [
-                Written(key[0], key[1], p.compartment, p.stored.resource) for key, p in last.items()
+                Written(
+                    key[0],
+                    key[1],
+                    p.compartment,
+                    p.stored.resource,
+                    _patients_of(p.previous),
+                )
+                for key, p in last.items()
             ]
             for observer in self.vault.observers:
                 observer.written(conn, written)
@@ -431,9 +449,12 @@ class Repository:
         compartment: str,
         *,
         new: bool,
+        previous: str | None = None,
     ) -> StoredResource:
         now = now_us(self.vault.clock.now())
-        pending = self._prepare(conn, rtype, rid, version, resource, compartment, new=new, now=now)
+        pending = self._prepare(
+            conn, rtype, rid, version, resource, compartment, new=new, now=now, previous=previous
+        )
         self._flush(conn, [pending])
         return pending.stored
 
@@ -490,7 +511,15 @@ class Repository:
                 created += is_new
                 pending.append(
                     self._prepare(
-                        conn, key[0], key[1], previous + 1, r, compartment, new=is_new, now=now
+                        conn,
+                        key[0],
+                        key[1],
+                        previous + 1,
+                        r,
+                        compartment,
+                        new=is_new,
+                        now=now,
+                        previous=str(head.compartment) if head is not None else None,
                     )
                 )
             self._flush(conn, pending)
@@ -675,7 +704,14 @@ class Repository:
             self._check_references(conn, [resource])
             version = int(head.version) + 1 if head is not None else 1
             stored = self._write_version(
-                conn, rtype, rid, version, resource, compartment, new=head is None
+                conn,
+                rtype,
+                rid,
+                version,
+                resource,
+                compartment,
+                new=head is None,
+                previous=str(head.compartment) if head is not None else None,
             )
             self._audit(
                 action,

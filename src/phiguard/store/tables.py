@@ -401,22 +401,24 @@ oauth_signing_keys = Table(
 # --- access control (see src/phiguard/access/ and docs/access.md) -------------------
 # Begin of the access block: relationship index, staff roles, break-the-glass, policies.
 
-# The relationship index: per source resource (CareTeam, Encounter, Appointment,
-# EpisodeOfCare, Consent, Patient), the facts access decisions need, sealed with the
-# patient's own data key and bound to (tenant, source key, patient compartment).
-# ``patient_key`` and ``source_key`` are keyed HMACs (blind-index keys), so the table
-# names no patient, practitioner, department or date; shredding the patient's key
-# makes its rows unreadable.  Derived data: ``phiguard access reindex`` rebuilds it.
+# The relationship index: one row per patient holding the facts access decisions need
+# from all of the patient's CareTeam, Encounter, Appointment, EpisodeOfCare, Consent
+# and Patient resources, sealed with the patient's own data key and bound to (tenant,
+# patient key, patient compartment).  ``patient_key`` is a keyed hash of the patient id
+# (BLAKE2b under a key derived from the blind-index key), so the table names no
+# patient, practitioner, department or date; shredding the patient's key makes the
+# row unreadable.  ``change_tag`` is drawn at random at every
+# rewrite, so caches see another process's change without unsealing anything (and the
+# tag counts nothing).  Derived data: ``phiguard access reindex`` rebuilds it.
 access_facts = Table(
     "access_facts",
     metadata,
     Column("tenant", String(64), nullable=False),
-    Column("source_key", LargeBinary(16), nullable=False),
     Column("patient_key", LargeBinary(16), nullable=False),
+    Column("change_tag", BigInteger, nullable=False),
     Column("dek_version", Integer, nullable=False),
     Column("body", LargeBinary, nullable=False),
-    PrimaryKeyConstraint("tenant", "source_key"),
-    Index("ix_access_facts_patient", "tenant", "patient_key"),
+    PrimaryKeyConstraint("tenant", "patient_key"),
 )
 
 # PractitionerRole -> Practitioner and department (staff directory, not PHI), so a

@@ -19,13 +19,12 @@ def upgrade() -> None:
     op.create_table(
         "access_facts",
         sa.Column("tenant", sa.String(64), nullable=False),
-        sa.Column("source_key", sa.LargeBinary(16), nullable=False),
         sa.Column("patient_key", sa.LargeBinary(16), nullable=False),
+        sa.Column("change_tag", sa.BigInteger, nullable=False),
         sa.Column("dek_version", sa.Integer, nullable=False),
         sa.Column("body", sa.LargeBinary, nullable=False),
-        sa.PrimaryKeyConstraint("tenant", "source_key"),
+        sa.PrimaryKeyConstraint("tenant", "patient_key"),
     )
-    op.create_index("ix_access_facts_patient", "access_facts", ["tenant", "patient_key"])
     op.create_table(
         "access_practitioner_roles",
         sa.Column("tenant", sa.String(64), nullable=False),

@@ -1,6 +1,6 @@
 """``python -m bench [COMMAND] [options]``; with no command every benchmark runs.
 
-Commands: read, import, search, audit, tokens, login, monitor, monitor-ingest, all.
+Commands: read, import, search, audit, tokens, login, monitor, monitor-ingest, access, all.
 
 Examples::
 
@@ -11,6 +11,10 @@ Examples::
     python -m bench search --patients 100000 --cache
     python -m bench monitor-ingest --rows 1000000
     python -m bench monitor --accesses 10000000
+    python -m bench access --quick        # access decisions (options: bench/access.py)
+
+``access`` is handed to ``bench.access.main`` with the rest of the command line; it
+seeds its own hospital (about a minute at 10,000 patients), so ``all`` leaves it out.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import audit, imports, login, monitor_ingest, monitor_scan, read, search, tokens
+from . import access, audit, imports, login, monitor_ingest, monitor_scan, read, search, tokens
 from .common import AUDITS, OUT, Result
 from .machine import describe, load_average, render
 
@@ -167,6 +171,12 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common, login_opts],
         help="console log-in throughput against bare argon2id verification",
     )
+    sub.add_parser(
+        "access",
+        add_help=False,
+        help="access decisions, a filtered 1,000-result search, read and search against "
+        "policy evaluation off (python -m bench access --help)",
+    )
     return parser
 
 
@@ -178,6 +188,8 @@ def _pick(value: int | None, quick: bool, quick_value: int, default: int) -> int
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["access"]:
+        return access.main(args_list[1:])
     if not args_list or (args_list[0] not in COMMANDS and args_list[0] not in ("-h", "--help")):
         args_list.insert(0, "all")
     args = _parser().parse_args(args_list)

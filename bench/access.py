@@ -1,6 +1,7 @@
 """access: the cost of deciding every interaction with the Cedar policies.
 
-``python -m bench.access [--patients N] [--quick] [--rounds R] [--cache]``
+``python -m bench access [--patients N] [--quick] [--rounds R] [--cache]`` (or
+``python -m bench.access ...``)
 
 A synthetic hospital (default 10,000 patients) is seeded through the importer into an
 encrypted SQLite store with the relationship index observing every write, and one
@@ -256,7 +257,11 @@ def ratio(site: Site, n: int, rng: random.Random) -> dict[str, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.access", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench access",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--patients", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="1,000 patients, fewer calls")
     parser.add_argument("--rounds", type=int, default=5)

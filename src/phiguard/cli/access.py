@@ -1,7 +1,10 @@
 """``phiguard access ...``: explain, test and validate policies; administer the running
 set; review break-the-glass; rebuild the relationship index.
 
-``explain``, ``test`` and ``validate`` work on policy files alone (no home, no store).
+``explain``, ``test`` and ``validate`` work on policy files alone (no home, no store);
+``explain --user U --resource Type/ID`` asks a home's store instead: the real account
+(roles, status, department) and the real resource and patient (labels, relationship
+index, consent, a running break-the-glass grant).
 ``policy list|show|history|set`` act on a home's running set and are limited to a
 security administrator who re-authenticates (password, then a current TOTP code,
 from a prompt or, with ``--password-stdin``, one per line on standard input).
@@ -26,6 +29,7 @@ from phiguard.access.cases import (
     run_cases,
 )
 from phiguard.access.engine import POLICY_DIR, PolicyBundle, PolicyEngine
+from phiguard.access.explain import Explanation
 from phiguard.access.explain import explain as explain_facts
 from phiguard.access.facts import ACTION_ALIASES, ACTIONS, Facts, PatientFacts
 from phiguard.access.scopes import scopes_allow
@@ -77,11 +81,23 @@ PoliciesOption = Annotated[
 ]
 
 
+_OFFLINE_ONLY = (
+    "--role, --type, --relationship, --label, --consent-denied, --break-glass, --vip, "
+    "--employee and --type-level"
+)
+
+
 @app.command()
 def explain(
-    role: Annotated[list[str], typer.Option("--role", help="a role the user holds (repeatable)")],
     action: Annotated[str, typer.Option(help=f"one of: {', '.join(sorted(ACTIONS))}, vread")],
-    type_: Annotated[str, typer.Option("--type", help="FHIR resource type, e.g. Observation")],
+    role: Annotated[
+        list[str] | None,
+        typer.Option("--role", help="a role the user holds (repeatable; offline)"),
+    ] = None,
+    type_: Annotated[
+        str | None,
+        typer.Option("--type", help="FHIR resource type, e.g. Observation (offline)"),
+    ] = None,
     purpose: Annotated[str, typer.Option(help="HL7 PurposeOfUse code")] = "TREAT",
     relationship: Annotated[
         str,
@@ -117,16 +133,59 @@ def explain(
             "(a search before its results are known, or shared reference data)",
         ),
     ] = False,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", help="a real account of the home: its roles, status and department"),
+    ] = None,
+    resource: Annotated[
+        str | None,
+        typer.Option(
+            "--resource",
+            help="a stored resource, e.g. Patient/ID: its labels, patient, relationships, "
+            "consent (with --user)",
+        ),
+    ] = None,
     policies: PoliciesOption = None,
+    home: HomeOption = None,
 ) -> None:
-    """Decide one request, given as attributes, and say which policies decided it and why.
+    """Decide one request and say which policies decided it and why.
 
-    Real users and patients are not resolved from the store yet: give their attributes.
+    Offline: give the request as attributes (--role, --type, --relationship, ...).
+    Live: --user U --resource Type/ID [--home H] asks the home's store, so an officer
+    can ask why u00042 could read Patient/abc today.
     """
     action = ACTION_ALIASES.get(action, action)
     if action not in ACTIONS:
         raise PhiGuardError(
             f"unknown action {action!r} (one of {', '.join(sorted(ACTIONS))}, vread)"
+        )
+    offline_given = bool(
+        role
+        or type_
+        or label
+        or relationship != "none"
+        or consent_denied
+        or break_glass
+        or vip
+        or employee
+        or type_level
+    )
+    if user is not None or resource is not None:
+        if user is None or resource is None:
+            raise PhiGuardError("a live explanation needs both --user and --resource")
+        if offline_given:
+            raise PhiGuardError(
+                f"with --user and --resource the facts come from the store: {_OFFLINE_ONLY} "
+                "do not apply"
+            )
+        _explain_live(home, user, resource, action, purpose, scope, policies)
+        return
+    if home is not None:
+        raise PhiGuardError("--home is for a live explanation: give --user and --resource")
+    if not role or type_ is None:
+        raise PhiGuardError(
+            "give the request as attributes (--role and --type at least), "
+            "or a real one with --user and --resource"
         )
     if relationship not in RELATIONSHIPS:
         raise PhiGuardError(
@@ -155,17 +214,93 @@ def explain(
         scopes_allow=scopes_allow(scope or None, action, type_),
     )
     engine = _engine(policies)
-    result = explain_facts(engine, facts)
+    _print_explanation(explain_facts(engine, facts), engine, type_)
+
+
+def _print_explanation(result: Explanation, engine: PolicyEngine, rtype: str) -> None:
     decision = result.decision
     console.print(f"Decision: {'ALLOW' if decision.allowed else 'DENY'}")
     console.print(f"Decided by: {', '.join(decision.reasons)}")
     masked = ", ".join(decision.masked_fields) if decision.masked_fields else "none"
     console.print(f"Masked fields: {masked}")
-    if type_ not in engine.resource_classes:
-        console.print(f"Note: {type_} is in no resource class, so no class-based rule grants it.")
+    if rtype not in engine.resource_classes:
+        console.print(f"Note: {rtype} is in no resource class, so no class-based rule grants it.")
     console.print("")
     for line in result.lines():
         console.print(line, markup=False)
+
+
+def _explain_live(
+    home: str | None,
+    user_id: str,
+    reference: str,
+    action: str,
+    purpose: str,
+    scopes: list[str] | None,
+    policies: Path | None,
+) -> None:
+    """The decision the running system would make now, from the home's store."""
+    from phiguard.access.policy import CedarPolicy, patient_id_of
+    from phiguard.errors import NotFound
+    from phiguard.identity.accounts import Accounts
+    from phiguard.records.compartment import compartment_of
+    from phiguard.records.context import AccessContext, Principal, system_context
+    from phiguard.records.hooks import AccessRequest
+    from phiguard.records.validation import valid_id
+
+    rtype, _, rid = reference.partition("/")
+    if not rtype.isalpha() or not valid_id(rid):
+        raise PhiGuardError("--resource is Type/id, e.g. Patient/123")
+    with system(home) as sys_:
+        services = _services(sys_)
+        account = Accounts.from_system(sys_).get(user_id)
+        try:
+            stored = sys_.vault.repository(system_context()).read(rtype, rid).resource
+        except NotFound:
+            stored = None
+        if stored is None and rtype != "Patient":
+            raise PhiGuardError(f"{rtype}/{rid} is not stored: there is nothing to explain")
+        compartment = compartment_of(stored) if stored is not None else f"Patient/{rid}"
+        request = AccessRequest(action, rtype, rid, compartment, stored)
+        ctx = AccessContext(
+            Principal(
+                account.user_id,
+                "user",
+                roles=frozenset(account.roles),
+                scopes=frozenset(scopes) if scopes else None,
+            ),
+            purpose,
+        )
+        engine = _engine(policies) if policies is not None else services.engine
+        result = CedarPolicy(engine, services.attributes).explain(ctx, request)
+        patient = patient_id_of(request)
+        indexed = services.attributes.describe(patient) if patient else ""
+        sys_.record(
+            "access-explain",
+            patient_ids=(patient,) if patient else (),
+            user=account.user_id,
+            resource=f"{rtype}/{rid}",
+            asked=action,
+            purpose=purpose,
+            allowed=result.decision.allowed,
+        )
+    roles = ", ".join(account.roles) or "no role"
+    console.print(
+        f"User: {account.user_id} ({roles}; {account.status}; "
+        f"department {account.department or '-'})",
+        markup=False,
+    )
+    if account.status != "active":
+        console.print(
+            f"Note: the account is {account.status}: it cannot sign in, and the store "
+            "gives it no relationship to anyone.",
+            markup=False,
+        )
+    if stored is None:
+        console.print(f"Note: {rtype}/{rid} is not stored; decided on the patient's facts.")
+    if patient:
+        console.print(f"Patient: {patient} (indexed: {indexed})", markup=False)
+    _print_explanation(result, engine, rtype)
 
 
 @app.command("test")

@@ -425,3 +425,20 @@ def test_monitored_patient_ids_stay_out_of_the_request_log(system: System) -> No
     written = access_log()
     assert '"path":"/monitor/patients' in written  # the drill-down was logged ...
     assert mrn not in written  # ... without the patient id
+
+
+# -- login CSRF ------------------------------------------------------------------------------
+
+
+def test_a_sign_in_posted_from_another_site_is_refused(client: TestClient) -> None:
+    """The log-in form has no session to carry a CSRF token yet: another site's page
+    could post its own credentials and plant its session in the victim's browser
+    (over the victim's cookie).  Browsers say where a request comes from."""
+    form = {"user_id": "nurse01", "password": PASSWORD}
+    r = client.post("/login", data=form, headers={"sec-fetch-site": "cross-site"})
+    assert r.status_code == 403 and "set-cookie" not in r.headers
+    for site in ("same-origin", "none", None):  # our own form; typed; an old browser
+        client.cookies.clear()
+        headers = {"sec-fetch-site": site} if site else {}
+        r = client.post("/login", data=form, headers=headers)
+        assert r.status_code == 303 and "set-cookie" in r.headers, site

@@ -70,6 +70,12 @@ async def login_page(request: Request, next: str = "") -> Response:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
+    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        # Login CSRF: the form has no session (so no CSRF token) yet, and another
+        # site's page could post its own credentials to plant its session here.
+        return render(
+            request, "console_login.html", status=403, error=EXPIRED, next="/account", user_id=""
+        )
     try:
         data = await form(request)
     except FormTooLarge:

@@ -43,6 +43,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyotp
 import pytest
 
 from phiguard.crypto.envelope import Sealer
@@ -95,6 +97,8 @@ def canaries() -> tuple[dict[str, str], dict[str, str]]:
         "appointment": f"Apptcanary{tag}",
         "btg_reason": f"Btgreasoné{tag}",
         "btg_note": f"Btgnoteé{tag}",
+        "btg_api": f"Btgapié{tag}",
+        "note_case": f"Casenoteé{tag}",
         "note_cli": f"Clinoteé{tag}",
         "note_console": f"Webnoteé{tag}",
         "suppress_cli": f"Clisuppressé{tag}",
@@ -331,11 +335,30 @@ def search_records(server: LiveServer, token: str, c: dict[str, str], seen: Seen
 
 
 # -- the console ----------------------------------------------------------------------------------
-def browser(server: LiveServer, user_id: str) -> httpx.Client:
-    """A signed-in console session (password, then TOTP enrolment)."""
+def browser(server: LiveServer, user_id: str) -> tuple[httpx.Client, str]:
+    """A signed-in console session (password, then TOTP enrolment) and the TOTP secret."""
     client = httpx.Client(base_url=server.base, follow_redirects=False, timeout=30)
-    enrol(client, user_id)  # type: ignore[arg-type]
-    return client
+    secret = enrol(client, user_id)  # type: ignore[arg-type]
+    assert client.get("/account").status_code == 200
+    return client, secret
+
+
+def api_break_the_glass(
+    server: LiveServer, token: str, secret: str, c: dict[str, str], pid: str, seen: Seen
+) -> None:
+    """``POST /access/break-glass``: password and TOTP in the body with the reason."""
+    auth = {"Authorization": f"Bearer {token}"}
+    body = {
+        "password": PASSWORD,
+        "totp": pyotp.TOTP(secret).at(time.time() + 30),  # enrolment used this step
+        "reason": f"Seizure in the lobby, {c['btg_api']} brought her in",
+    }
+    typo = {**body, "patient": f"{c['family_b']} {c['given']}"}  # a name, not an id
+    r = httpx.post(f"{server.base}/access/break-glass", json=typo, headers=auth, timeout=30)
+    assert r.status_code == 400
+    seen.error_bodies.append(("break-glass for a name", r.text))
+    r = httpx.post(f"{server.base}/access/break-glass", json={**body, "patient": pid}, headers=auth)
+    assert r.status_code == 201, r.text[:500]
 
 
 def break_the_glass(
@@ -541,7 +564,10 @@ def monitoring(
     shown = cli("monitor", "show", alerts[0], *h, env=env)  # shows notes to its reviewer
     assert shown.returncode == 0 and c["note_cli"] in shown.stdout
     ok(seen, env, "monitor", "suppressions", "--format", "json", *h)
-    ok(seen, env, "monitor", "cases", "--format", "csv", *h)
+    cases = json.loads(ok(seen, env, "monitor", "cases", "--format", "json", *h))
+    assert cases, "the exports open no case"
+    ok(seen, env, "monitor", "note", cases[0]["case_id"], *h, stdin=f"{c['note_case']}\n")
+    ok(seen, env, "monitor", "close", alerts[0], "--disposition", "false-positive", *h)
     return alerts
 
 
@@ -606,7 +632,7 @@ def run_flow(
             write_records(server, c, ids)
             token = ok(seen, env, "token", "issue", "--user", "nurse01", *h).strip()
             search_records(server, token, c, seen)
-            nurse, officer, admin = (
+            (nurse, secret), (officer, _), (admin, _) = (
                 browser(server, u) for u in ("nurse01", "privacy01", "admin01")
             )
             with watcher(env, layout.home, seen) as watching:
@@ -615,6 +641,7 @@ def run_flow(
                 first = watching.stdout.readline()
                 seen.watcher_alerts += first.startswith("alert ")
                 seen.outputs.append(("monitor watch", first))
+            api_break_the_glass(server, token, secret, c, ids["a"], seen)
             access_report(officer, ids["b"])
             oauth_launch(server, nurse, c, seen, ids)
             administration(admin, staff)
@@ -714,9 +741,10 @@ def test_the_leaky_build_is_caught_on_every_channel(
     _seen, found = run_flow(layout, c, staff, leaky=True)
     home = " ".join(found["home"])
     # Sealing off: the exports, notes, reasons and records are in the databases.
-    for name in ("family", "mrn", "birth", "note_cli", "suppress_console", "btg_reason"):
-        assert f": {name} (" in home, (name, found["home"])
-    assert "audit.db" in home  # the ledger's free-text detail
+    for name in ("family", "mrn", "birth", "note_cli", "note_case", "suppress_console"):
+        assert f"phiguard.db: {name} (" in home, (name, found["home"])
+    for name in ("btg_reason", "btg_api", "btg_note"):  # sealed rows and the ledger's detail
+        assert f"phiguard.db: {name} (" in home and f"audit.db: {name} (" in home, name
     # Full URLs: the query strings (URL-encoded) in the access log and the server output.
     logs = " ".join(found["logs"])
     for where in ("logs/access.log", "serve.out"):
@@ -754,3 +782,52 @@ def test_the_scanner_finds_the_value_in_every_form_it_could_take(value: str) -> 
     assert find(mail_text(mail.as_bytes()), canary)
     other = {"v": value.replace("0a1b2c3d", "9f8e7d6c").replace("0A1B2C3D", "9F8E7D6C")}
     assert all(not find(doc, other) for doc in documents)
+
+
+MRN_MAPPING = """
+columns: {timestamp: ACCESS_TIME, user_id: EMP_ID, patient_id: PAT_MRN, action: ACCESS_TYPE,
+          resource_type: SCREEN, workstation: WORKSTATION}
+values: {action: {"Chart Review": view}}
+"""
+
+
+class MrnAtRest(AssertionError):
+    """The known leak below, told apart from any other failure of the flow."""
+
+
+@pytest.mark.xfail(
+    raises=MrnAtRest,
+    strict=True,
+    reason="monitoring keeps an export's patient ids in clear columns (alerts, cases, "
+    "suppressions) and in the ledger's patient index; an export keyed by MRN puts MRNs "
+    "there (see docs/monitoring.md, 'patient_id: PAT_MRN')",
+)
+def test_an_export_keyed_by_mrn_keeps_the_mrn_out_of_the_home(layout: Layout) -> None:
+    """The documented mapping (``patient_id: PAT_MRN``): the MRN is the patient's key."""
+    c, _staff = canaries()
+    make_home(layout.home)
+    env = layout.env(leaky=False)
+    h = ("--home", str(layout.home))
+    seen = Seen()
+    at = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).replace(microsecond=0).isoformat()
+    staff = layout.exports / "staff.csv"
+    staff.parent.mkdir(parents=True)
+    staff.write_text(
+        STAFF_HEADER + "u-gone,Leaver,Bo,clerk,ED,1 Elm Road,1,2019-01-01,2025-01-01,\n"
+    )
+    access = layout.exports / "epic-access.csv"
+    access.write_text(
+        "ACCESS_TIME,EMP_ID,PAT_MRN,ACCESS_TYPE,SCREEN,WORKSTATION\n"
+        f"{at},u-gone,{c['mrn']},Chart Review,Chart,ws9\n"
+    )
+    mapping = layout.exports / "epic.yaml"
+    mapping.write_text(MRN_MAPPING)
+    ok(seen, env, "monitor", "ingest", "--kind", "staff", staff, *h)
+    ok(seen, env, "monitor", "ingest", "--kind", "access", access, "--mapping", mapping, *h)
+    ok(seen, env, "monitor", "scan", "--no-notify", *h)
+    queue = json.loads(ok(seen, env, "monitor", "alerts", "--format", "json", *h))
+    assert [a["detector"] for a in queue] == ["terminated-user"]
+    assert cli("monitor", "show", queue[0]["alert_id"], *h, env=env).returncode == 0
+    found = scan_tree(layout.home, {"mrn": c["mrn"]})
+    if found:
+        raise MrnAtRest(found)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from phiguard import __version__
+from phiguard.access import breakglass
 from phiguard.access import routes as access_routes
 from phiguard.errors import AuthenticationError, PhiGuardError
 from phiguard.fhir import auditevents
@@ -31,6 +33,7 @@ from phiguard.fhir.routes import router as fhir_router
 from phiguard.identity.accounts import Accounts
 from phiguard.identity.sessions import SessionStore
 from phiguard.identity.tokens import TokenService
+from phiguard.monitor.emergency import break_glass_notifier
 from phiguard.records.context import AccessContext
 from phiguard.system import System, authenticate_api_token
 
@@ -106,7 +109,21 @@ def create_app(
     *,
     authenticate: Callable[[Request], AccessContext] | None = None,
 ) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Break-the-glass declarations made through this server reach the privacy
+        # officer at once (e-mail / webhook), not only at the next monitoring scan.
+        subscriber = break_glass_notifier(system)
+        if subscriber is not None:
+            breakglass.on_break_glass.append(subscriber)
+        try:
+            yield
+        finally:
+            if subscriber is not None and subscriber in breakglass.on_break_glass:
+                breakglass.on_break_glass.remove(subscriber)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="phiguard",
         version=__version__,
         description="Encrypted FHIR R4 vault. Every resource is sealed with its patient's key.",

@@ -188,11 +188,22 @@ def report(
 def disclose(
     patient: Annotated[str, typer.Option(help="the Patient resource id")],
     recipient: Annotated[str, typer.Option(help="who received the information")],
-    description: Annotated[str, typer.Option(help="what was disclosed, briefly")],
     purpose: Annotated[str, typer.Option(help="purpose of use code")] = "PUBHLTH",
     home: HomeOption = None,
 ) -> None:
-    """Record a disclosure for the patient's accounting of disclosures (164.528)."""
+    """Record a disclosure for the patient's accounting of disclosures (164.528).
+
+    What was disclosed is read from standard input (one line), never from the command
+    line: it may describe the patient's care, and arguments end up in shell history
+    and in every user's process list.
+    """
+    if sys.stdin.isatty():
+        console.print("What was disclosed (one line):")
+    description = " ".join(sys.stdin.readline().split())
+    if not description:
+        raise AuditError("give what was disclosed on standard input (one line)")
+    if len(description) > 2000:
+        raise AuditError("the description is longer than 2,000 characters")
     with system(home) as sys_:
         sys_.record(
             "disclosure",

@@ -21,6 +21,10 @@ year.  Then, in one run:
    physician through the Cedar policy, against the same calls with policy
    evaluation off (an allow-all policy that keeps the counted fast path), interleaved
    in blocks; the ratio of medians.
+4. **the write path**: ``Repository.update`` of an Encounter, and ``put_many`` of
+   200 Encounters per call, with the relationship index observing the writes and
+   without it (the index reads, changes and reseals each touched patient's row in the
+   writing transaction), interleaved in blocks.
 """
 
 from __future__ import annotations
@@ -256,6 +260,56 @@ def ratio(site: Site, n: int, rng: random.Random) -> dict[str, list[float]]:
     return out
 
 
+def writes(site: Site, n: int, rng: random.Random) -> dict[str, list[float]]:
+    """us per Encounter update, and per bulk write of 200, with and without the index.
+
+    Both vaults allow everything (no per-result decisions, the bulk path); the only
+    difference is the relationship index observing the writes, which reads, changes
+    and reseals the patient's row in the writing transaction.
+    """
+    h = site.hospital
+    engine, keyring = site.vault.engine, site.vault.keyring
+    plain = Vault(engine, keyring, clock=site.clock, policy=AllowAll())
+    indexed = Vault(engine, keyring, clock=site.clock, policy=AllowAll())
+    indexed.observers.append(site.access.index)
+    ops = AccessContext(Principal("ops", "operator"), "HOPERAT")
+    picked = rng.sample(h.encounters, min(n, len(h.encounters)))
+    bodies = {}
+    reader = plain.repository(ops)
+    for enc in picked:
+        body = dict(reader.read("Encounter", enc.id).resource or {})
+        body.pop("meta", None)
+        bodies[enc.id] = body
+    names = ("update on", "update off", "bulk on", "bulk off")
+    out: dict[str, list[float]] = {k: [] for k in names}
+    for block in range(0, len(picked), 50):
+        chunk = picked[block : block + 50]
+        variants = [("on", indexed), ("off", plain)]
+        if (block // 50) % 2:
+            variants.reverse()
+        for name, vault in variants:
+            repo = vault.repository(ops)
+            for enc in chunk:
+                body = bodies[enc.id]
+                body["status"] = "finished" if body.get("status") != "finished" else "arrived"
+                t0 = time.perf_counter()
+                repo.update("Encounter", enc.id, body)
+                out[f"update {name}"].append((time.perf_counter() - t0) * 1e6)
+    for block in range(0, len(picked), 200):
+        chunk = [bodies[enc.id] for enc in picked[block : block + 200]]
+        if len(chunk) < 200:
+            break
+        variants = [("on", indexed), ("off", plain)]
+        if (block // 200) % 2:
+            variants.reverse()
+        for name, vault in variants:
+            t0 = time.perf_counter()
+            vault.repository(ops).put_many(chunk, validated=True)
+            out[f"bulk {name}"].append((time.perf_counter() - t0) * 1e6 / len(chunk))
+    site.access.attributes.invalidate()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench access",
@@ -317,6 +371,21 @@ def main(argv: list[str] | None = None) -> int:
         for call in ("read", "search"):
             on, off_ = median(rat[f"{call} on"]), median(rat[f"{call} off"])
             print(f"{call}: Cedar / off = {on / off_:.2f}")
+
+        wr = writes(site, 400 if args.quick else 2000, rng)
+        print("\n## the index on the write path (us per Encounter, interleaved blocks)")
+        print(
+            table(
+                ["write", "index", "p50", "p99"],
+                [
+                    [k.split()[0], k.split()[1], f"{median(v):.0f}", f"{percentile(v, 99):.0f}"]
+                    for k, v in wr.items()
+                ],
+            )
+        )
+        for call in ("update", "bulk"):
+            on, off_ = median(wr[f"{call} on"]), median(wr[f"{call} off"])
+            print(f"{call}: with index / without = {on / off_:.2f} (+{on - off_:.0f} us)")
         print(f"\nload average {load_average()}")
     finally:
         site.vault.engine.dispose()

@@ -87,12 +87,39 @@ _SQL_TAGS: Final = (
     "SELECT patient_key, change_tag, dek_version FROM access_facts "
     "WHERE tenant = ? AND patient_key IN ({})"
 )
+_SQL_CURRENT: Final = (
+    "SELECT patient_key, dek_version, body FROM access_facts "
+    "WHERE tenant = ? AND patient_key IN ({})"
+)
+_SQL_UPSERT: Final = (
+    "INSERT INTO access_facts (tenant, patient_key, change_tag, dek_version, body) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, patient_key) DO UPDATE SET "
+    "change_tag = excluded.change_tag, dek_version = excluded.dek_version, body = excluded.body"
+)
+_SQL_DELETE: Final = "DELETE FROM access_facts WHERE tenant = ? AND patient_key = ?"
 _SQL_LOCK: Final = (
     "SELECT count(pg_advisory_xact_lock(k)) FROM "
     "(SELECT k FROM unnest(CAST(:keys AS bigint[])) AS t(k) ORDER BY k) AS ordered"
 )
 
 Fact = dict[str, Any]
+
+
+def _execute(conn: Connection, sql: str, params: Any, *, many: bool = False) -> list[Any]:
+    """``sql`` on the driver cursor of ``conn``, inside its transaction (``?``
+    placeholders, rewritten for drivers that use ``%s``); the rows of a query."""
+    if conn.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")
+    driver: Any = conn.connection.driver_connection
+    cursor = driver.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, params)
+            return []
+        cursor.execute(sql, params)
+        return list(cursor.fetchall()) if cursor.description else []
+    finally:
+        cursor.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,52 +372,58 @@ class RelationshipIndex:
             conn.execute(text(_SQL_LOCK), {"keys": ids})
 
     def _apply(self, conn: Connection, changes: dict[str, dict[str, Fact | None]]) -> None:
+        """Read, change, reseal and write back each touched patient's row.
+
+        The statements go through the transaction's own driver cursor: through Core
+        the four statements of a single update cost ~0.6 ms, most of it SQLAlchemy's.
+        """
         keys = {self.patient_key(p): p for p in changes}
         key_list = sorted(keys)
         self._lock(conn, key_list)
         current: dict[str, dict[str, Fact]] = {}
         shredded: set[str] = set()
         broken: list[str] = []
-        c = access_facts.c
+        found: list[Any] = []
         for i in range(0, len(key_list), _CHUNK):
-            for row in conn.execute(
-                select(c.patient_key, c.dek_version, c.body).where(
-                    c.tenant == self.tenant, c.patient_key.in_(key_list[i : i + _CHUNK])
-                )
-            ):
-                key = bytes(row.patient_key)
-                pid = keys[key]
-                try:
-                    current[pid] = self._open(conn, pid, key, int(row.dek_version), row.body)
-                except KeyShreddedError:
-                    shredded.add(pid)
-                except CryptoError:
-                    broken.append(pid)
+            chunk = key_list[i : i + _CHUNK]
+            found += _execute(
+                conn, _SQL_CURRENT.format(placeholders(len(chunk))), (self.tenant, *chunk)
+            )
+        for key_value, version, body in found:
+            key = bytes(key_value)
+            pid = keys[key]
+            try:
+                current[pid] = self._open(conn, pid, key, int(version), body)
+            except KeyShreddedError:
+                shredded.add(pid)
+            except CryptoError:
+                broken.append(pid)
         for pid in broken:
             # Re-derived from the resources as this transaction sees them, which
             # already includes the writes being indexed.
             current[pid] = self._derive(conn, pid)
-        rows = []
+        upserts: list[tuple[Any, ...]] = []
+        deletes: list[tuple[Any, ...]] = []
         for key in key_list:
             pid = keys[key]
-            if pid in shredded:
-                continue  # nothing can be sealed for it any more; the row is dropped
             entries = current.get(pid, {})
             for source, fact in changes[pid].items():
                 if fact is None:
                     entries.pop(source, None)
                 else:
                     entries[source] = fact
-            if entries:
-                rows.append(self._sealed_row(conn, pid, key, entries)[0])
-        for i in range(0, len(key_list), _CHUNK):
-            conn.execute(
-                delete(access_facts).where(
-                    c.tenant == self.tenant, c.patient_key.in_(key_list[i : i + _CHUNK])
+            if entries and pid not in shredded:
+                row = self._sealed_row(conn, pid, key, entries)[0]
+                upserts.append(
+                    (row["tenant"], key, row["change_tag"], row["dek_version"], row["body"])
                 )
-            )
-        if rows:
-            conn.execute(insert(access_facts), rows)
+            elif pid in current or pid in shredded:
+                # Nothing left, or nothing can be sealed for it any more.
+                deletes.append((self.tenant, key))
+        if deletes:
+            _execute(conn, _SQL_DELETE, deletes, many=True)
+        if upserts:
+            _execute(conn, _SQL_UPSERT, upserts, many=True)
 
     def _sealed_row(
         self, conn: Connection, patient_id: str, key: bytes, entries: dict[str, Fact]

@@ -80,8 +80,17 @@ def test_ingest_scan_review(tmp_path: Path, files: dict[str, Path]) -> None:
     queue = json.loads(ok("monitor", "alerts", "--format", "json", *h))
     terminated = [a for a in queue if a["detector"] == "terminated-user"]
     assert terminated and terminated[0]["user_id"] == "u2"
-    assert terminated[0]["patient_ids"] == ["p2"]
+    # The export's patient id is stored, and listed, as its pseudonym only.
+    [pseudonym] = terminated[0]["patient_ids"]
+    assert pseudonym.startswith("x") and len(pseudonym) == 27 and "p2" not in pseudonym
     alert_id = terminated[0]["alert_id"]
+    by_source = json.loads(ok("monitor", "alerts", "--patient", "p2", "--format", "json", *h))
+    assert [a["alert_id"] for a in by_source] == [alert_id]
+    by_pseudonym = json.loads(
+        ok("monitor", "alerts", "--patient", pseudonym, "--format", "json", *h)
+    )
+    assert [a["alert_id"] for a in by_pseudonym] == [alert_id]
+    assert json.loads(ok("monitor", "alerts", "--patient", "p3", "--format", "json", *h)) == []
     listing = ok("monitor", "alerts", "--format", "csv", *h)
     assert listing.splitlines()[0].startswith("alert_id,score,detector,status")
     for name in ("Quillfeather", "Marchbanks", "Pemberton", "Fairweather", "Oak Road"):
@@ -92,6 +101,7 @@ def test_ingest_scan_review(tmp_path: Path, files: dict[str, Path]) -> None:
     assert noted.returncode == 0, noted.stderr
     shown = ok("monitor", "show", alert_id, *h)
     assert "called HR: access confirmed" in shown and "terminated-user" in shown
+    assert f"source id of {pseudonym}: p2" in shown
     closed = ok("monitor", "close", alert_id, "--disposition", "breach", *h)
     assert "referred it to incident management" in closed
     after = json.loads(ok("monitor", "alerts", "--status", "closed", "--format", "json", *h))

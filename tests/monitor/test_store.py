@@ -100,7 +100,9 @@ def test_chunks_are_ciphertext_bound_to_their_place(store: DatasetStore, tmp_pat
     )
     store.ingest(path, "patients", by="operator/t")
     with store.engine.connect() as conn:
-        sealed = conn.execute(select(monitor_chunks.c.sealed)).scalar_one()
+        sealed = conn.execute(
+            select(monitor_chunks.c.sealed).where(monitor_chunks.c.kind == "patients")
+        ).scalar_one()
     assert b"Xylophonia" not in sealed and b"Canary Row" not in sealed
     assert store.frame("patients")["family_name"].to_list() == ["Xylophonia"]
     # The same ciphertext presented as another kind (or another load) does not open.

@@ -25,6 +25,7 @@ from rich.table import Table
 from phiguard.errors import MonitorError, PhiGuardError, UnknownAlert
 from phiguard.monitor import frames
 from phiguard.monitor.notify import Notifier, notify_new
+from phiguard.monitor.pseudonyms import adopt_vault_ids
 from phiguard.monitor.sources import ledger as ledger_source
 from phiguard.monitor.sources.mapping import Mapping
 from phiguard.monitor.store import DatasetStore, merge
@@ -162,6 +163,10 @@ def _dataset(
     if source in ("ledger", "all"):
         events = ledger_source.read_events(sys_.ledger, since=start)
         reference = ledger_source.reference(sys_.vault, sys_.engine, sys_.settings.tenant)
+        if parts:  # exports naming phiguard's own patients join the ledger's rows
+            parts[0] = adopt_vault_ids(
+                parts[0], reference.patients["patient_id"].to_list(), _store(sys_).pseudonymiser()
+            )
         parts.append(
             frames.Dataset.of(
                 access=events.access,
@@ -330,10 +335,17 @@ def alerts(
         str, typer.Option(help=f"queued (open and in-review), all, or: {', '.join(STATUSES)}")
     ] = "queued",
     user: Annotated[str | None, typer.Option(help="only this user's alerts")] = None,
-    patient: Annotated[str | None, typer.Option(help="only alerts about this patient")] = None,
+    patient: Annotated[
+        str | None,
+        typer.Option(
+            help="only alerts about this patient: a pseudonym, phiguard's patient id, or "
+            "the other system's id (its pseudonym is computed)"
+        ),
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="at most this many")] = None,
 ) -> None:
-    """The alert queue, highest score first (ids, scores and states; no names)."""
+    """The alert queue, highest score first (ids, scores and states; patients by
+    pseudonym or phiguard id, never by another system's id; no names)."""
     _format(fmt)
     if status not in (*STATUSES, "queued", "all"):
         raise PhiGuardError(f"--status must be queued, all or one of: {', '.join(STATUSES)}")
@@ -383,6 +395,8 @@ def show(target: IdArg, home: HomeOption = None) -> None:
         if value not in (None, []):
             shown = ", ".join(value) if isinstance(value, list) else str(value)
             console.print(f"  {key}: {escape(shown)}")
+    for pseudonym, source_id in detail.source_ids.items():
+        console.print(f"  source id of {pseudonym}: {escape(source_id)}")
     console.print(f"  reason: {escape(detail.reason)}")
     for evidence in getattr(detail, "evidence", ()):
         console.print(f"  evidence ({evidence.kind}): {escape(evidence.text)}")
@@ -443,7 +457,10 @@ def suppress(
     detector: Annotated[str, typer.Option(help="the detector whose alerts to hold back")],
     home: HomeOption = None,
     user: Annotated[str | None, typer.Option(help="the user the rule is about")] = None,
-    patient: Annotated[str | None, typer.Option(help="the patient the rule is about")] = None,
+    patient: Annotated[
+        str | None,
+        typer.Option(help="the patient the rule is about (kept as a pseudonym)"),
+    ] = None,
     days: Annotated[int | None, typer.Option(min=1, help="the rule's lifetime in days")] = None,
     until: Annotated[str | None, typer.Option(help="the rule's expiry (ISO 8601)")] = None,
 ) -> None:

@@ -11,6 +11,12 @@ Roster, patient and care loads replace the previous load of their kind (a roster
 a snapshot); access and auth loads add to what is there, and a file already loaded
 (same bytes, by keyed digest) is recognised and skipped.  A load becomes visible
 only when it is complete, so a scan never sees half a roster.
+
+Everything stored here comes from another system, so its patient ids are replaced
+by keyed pseudonyms before the first chunk is sealed (``pseudonyms``); the ids
+themselves are kept only in the sealed source-id map (loads of kind
+``source-ids``, one chunk per pseudonym bucket, never replaced), from which an
+officer's opening of an alert resolves them.
 """
 
 from __future__ import annotations
@@ -23,10 +29,10 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import polars as pl
-from sqlalchemy import Engine, and_, delete, or_, select, update
+from sqlalchemy import Engine, Select, and_, delete, or_, select, update
 
 from phiguard.clock import Clock, SystemClock
 from phiguard.crypto.envelope import Sealer, aad
@@ -36,6 +42,7 @@ from phiguard.store.engine import from_us, now_us
 from phiguard.store.tables import monitor_chunks, monitor_loads
 
 from . import frames
+from .pseudonyms import ALPHABET, PATIENT_KINDS, PREFIX, Pseudonymiser, bucket, is_pseudonym
 from .sources.csv import BadRow, ReadReport, read_csv
 from .sources.mapping import Mapping
 
@@ -43,6 +50,9 @@ APPEND_KINDS: Final = frozenset({"access", "auth"})
 TIMED_KINDS: Final = APPEND_KINDS  # kinds whose rows carry an event time
 STALE_LOADING: Final = dt.timedelta(hours=1)  # an unfinished load older than this is debris
 _DIGEST_PURPOSE: Final = b"phiguard/monitor-file-digest"
+SOURCE_IDS: Final = "source-ids"  # the sealed map of pseudonyms to foreign patient ids
+_BUCKET_OF: Final = {c: i for i, c in enumerate(ALPHABET)}
+_SOURCE_SCHEMA: Final = {"pseudonym": pl.String(), "source_id": pl.String()}
 
 Progress = Callable[[int, int], None]
 
@@ -148,8 +158,36 @@ class DatasetStore:
         final transaction.  On any failure the partial load is removed.
         """
         self._clear_debris()
+        load_id = self._open_load(kind, digest, by)
+        rows = 0
+        map_load: str | None = None
+        try:
+            pseudonymiser = self.pseudonymiser() if kind in PATIENT_KINDS else None
+            known = self._known_pseudonyms() if pseudonymiser is not None else set()
+            fresh: dict[str, str] = {}
+            for seq, block in enumerate(b for b in blocks if b.height):
+                block = frames.check(kind, block)
+                if pseudonymiser is not None:
+                    block, pairs = pseudonymiser.frame(kind, block)
+                    fresh.update((p, s) for p, s in pairs.items() if p not in known)
+                self._write_chunk(load_id, kind, seq, block)
+                rows += block.height
+            if rows == 0:
+                raise MonitorError(f"the {kind} file has no usable rows; nothing was loaded")
+            if fresh:
+                map_load = self._write_source_ids(fresh, by)
+            replaced = self._activate(
+                load_id, kind, rows, rejected(), companion=(map_load, len(fresh))
+            )
+        except BaseException:
+            self._drop(load_id)
+            if map_load is not None:
+                self._drop(map_load)
+            raise
+        return load_id, rows, replaced
+
+    def _open_load(self, kind: str, digest: str, by: str) -> str:
         load_id = secrets.token_hex(16)
-        now = now_us(self.clock.now())
         with self.engine.begin() as conn:
             conn.execute(
                 monitor_loads.insert().values(
@@ -160,22 +198,31 @@ class DatasetStore:
                     rows=0,
                     rejected=0,
                     state="loading",
-                    loaded_at=now,
+                    loaded_at=now_us(self.clock.now()),
                     loaded_by=by,
                 )
             )
-        rows = 0
-        try:
-            for seq, block in enumerate(b for b in blocks if b.height):
-                self._write_chunk(load_id, kind, seq, frames.check(kind, block))
-                rows += block.height
-            if rows == 0:
-                raise MonitorError(f"the {kind} file has no usable rows; nothing was loaded")
-            replaced = self._activate(load_id, kind, rows, rejected())
-        except BaseException:
-            self._drop(load_id)
-            raise
-        return load_id, rows, replaced
+        return load_id
+
+    def pseudonymiser(self) -> Pseudonymiser:
+        """What the store pseudonymises with (also: to find alerts by a source id)."""
+        return Pseudonymiser.for_tenant(self.keyring, self.tenant)
+
+    def _write_source_ids(self, pairs: dict[str, str], by: str) -> str:
+        """The new part of the source-id map as a load of its own, one chunk per bucket
+        (so resolving one alert's patients opens a thirty-second of the map)."""
+        load_id = self._open_load(SOURCE_IDS, "", by)
+        frame = pl.DataFrame(
+            {"pseudonym": list(pairs), "source_id": list(pairs.values())}, schema=_SOURCE_SCHEMA
+        ).with_columns(
+            pl.col("pseudonym")
+            .str.slice(len(PREFIX), 1)
+            .replace_strict(_BUCKET_OF, return_dtype=pl.Int64())
+            .alias("bucket")
+        )
+        for (seq,), part in frame.partition_by("bucket", as_dict=True).items():
+            self._write_chunk(load_id, SOURCE_IDS, int(seq), part.drop("bucket").sort("pseudonym"))
+        return load_id
 
     def _write_chunk(self, load_id: str, kind: str, seq: int, block: pl.DataFrame) -> None:
         buffer = io.BytesIO()
@@ -199,8 +246,22 @@ class DatasetStore:
                 )
             )
 
-    def _activate(self, load_id: str, kind: str, rows: int, rejected: int) -> int:
+    def _activate(
+        self,
+        load_id: str,
+        kind: str,
+        rows: int,
+        rejected: int,
+        *,
+        companion: tuple[str | None, int] = (None, 0),
+    ) -> int:
         with self.engine.begin() as conn:
+            if companion[0] is not None:  # the source-id map turns active with its load
+                conn.execute(
+                    update(monitor_loads)
+                    .where(monitor_loads.c.load_id == companion[0])
+                    .values(state="active", rows=companion[1])
+                )
             replaced: list[str] = []
             if kind not in APPEND_KINDS:
                 replaced = list(
@@ -263,7 +324,10 @@ class DatasetStore:
 
     # -- reading -----------------------------------------------------------------------
     def loads(self, kind: str | None = None) -> list[LoadInfo]:
-        """Every finished load (active and replaced), newest first."""
+        """Every finished load (active and replaced), newest first.
+
+        The source-id map's loads are listed only when asked for by their kind.
+        """
         stmt = (
             select(monitor_loads)
             .where(monitor_loads.c.tenant == self.tenant, monitor_loads.c.state != "loading")
@@ -271,6 +335,8 @@ class DatasetStore:
         )
         if kind is not None:
             stmt = stmt.where(monitor_loads.c.kind == kind)
+        else:
+            stmt = stmt.where(monitor_loads.c.kind != SOURCE_IDS)
         with self.engine.connect() as conn:
             return [
                 LoadInfo(
@@ -301,6 +367,15 @@ class DatasetStore:
             stmt = stmt.where(or_(c.last_at.is_(None), c.last_at >= now_us(since)))
         if timed and until is not None:
             stmt = stmt.where(or_(c.first_at.is_(None), c.first_at < now_us(until)))
+        for block in self._open(stmt):
+            if timed and since is not None:
+                block = block.filter(pl.col("timestamp") >= since)
+            if timed and until is not None:
+                block = block.filter(pl.col("timestamp") < until)
+            yield frames.check(kind, block)
+
+    def _open(self, stmt: Select[Any]) -> Iterator[pl.DataFrame]:
+        """The chunks ``stmt`` selects (load, seq, kind, key version, sealed), opened."""
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         sealers: dict[int, Sealer] = {}
@@ -311,12 +386,42 @@ class DatasetStore:
             raw = sealers[version].open(
                 bytes(r.sealed), self._aad(str(r.kind), str(r.load_id), int(r.seq)), "chunk"
             )
-            block = pl.read_ipc(io.BytesIO(raw))
-            if timed and since is not None:
-                block = block.filter(pl.col("timestamp") >= since)
-            if timed and until is not None:
-                block = block.filter(pl.col("timestamp") < until)
-            yield frames.check(kind, block)
+            yield pl.read_ipc(io.BytesIO(raw))
+
+    # -- the source-id map -------------------------------------------------------------
+    def _map_chunks(self, buckets: Iterable[int] | None = None) -> Iterator[pl.DataFrame]:
+        c, ld = monitor_chunks.c, monitor_loads.c
+        stmt = (
+            select(c.load_id, c.seq, c.kind, c.dek_version, c.sealed)
+            .join(monitor_loads, ld.load_id == c.load_id)
+            .where(ld.tenant == self.tenant, ld.kind == SOURCE_IDS, ld.state == "active")
+            .order_by(ld.loaded_at, c.load_id, c.seq)
+        )
+        if buckets is not None:
+            stmt = stmt.where(c.seq.in_(sorted(set(buckets))))
+        yield from self._open(stmt)
+
+    def _known_pseudonyms(self) -> set[str]:
+        known: set[str] = set()
+        for part in self._map_chunks():
+            known.update(part.get_column("pseudonym").to_list())
+        return known
+
+    def source_ids(self, pseudonyms: Iterable[str]) -> dict[str, str]:
+        """``{pseudonym: the other system's patient id}`` for those that have one.
+
+        The caller shows these to one reviewer and must audit it (``Workflow.alert``
+        and ``Workflow.case`` do); ids that are not pseudonyms (phiguard's own) are
+        their own source and are left out.
+        """
+        wanted = sorted({p for p in pseudonyms if is_pseudonym(p)})
+        if not wanted:
+            return {}
+        found: dict[str, str] = {}
+        for part in self._map_chunks(bucket(p) for p in wanted):
+            hits = part.filter(pl.col("pseudonym").is_in(wanted))
+            found.update(zip(hits["pseudonym"].to_list(), hits["source_id"].to_list(), strict=True))
+        return found
 
     def frame(
         self, kind: str, *, since: dt.datetime | None = None, until: dt.datetime | None = None

@@ -24,6 +24,7 @@ from sqlalchemy import select, update
 
 from phiguard.monitor import frames
 from phiguard.monitor.notify import Notifier, notify_new
+from phiguard.monitor.pseudonyms import adopt_vault_ids
 from phiguard.monitor.sources import ledger as ledger_source
 from phiguard.monitor.store import DatasetStore, merge
 from phiguard.monitor.workflow import SaveResult, Workflow
@@ -128,6 +129,12 @@ class Watcher:
                 patients=self.store.frame("patients"),
                 care=self.store.frame("care"),
             )
+            if stored.staff.height or stored.patients.height or stored.care.height:
+                # A roster naming phiguard's own patients (staff members' own records)
+                # was pseudonymised at ingest; those ids join the ledger's again.
+                stored = adopt_vault_ids(
+                    stored, own.patients["patient_id"].to_list(), self.store.pseudonymiser()
+                )
             self._reference = merge(own, stored)
             self._reference_at = time.monotonic()
         return self._reference

@@ -38,6 +38,8 @@ from phiguard.clock import Clock, SystemClock
 from phiguard.crypto.envelope import aad
 from phiguard.crypto.keyring import MONITOR_COMPARTMENT, Keyring
 from phiguard.errors import UnknownAlert, WorkflowError
+from phiguard.monitor.pseudonyms import Pseudonymiser
+from phiguard.monitor.store import DatasetStore
 from phiguard.store.engine import from_us, now_us
 from phiguard.store.tables import (
     monitor_alert_patients,
@@ -208,7 +210,8 @@ class TimelineEntry:
 
 @dataclass(frozen=True)
 class AlertDetail:
-    """One alert opened for review: the sealed reason and evidence, notes, timeline."""
+    """One alert opened for review: the sealed reason and evidence, notes, timeline,
+    and the other system's id of each pseudonymised patient (``source_ids``)."""
 
     row: AlertRow
     reason: str
@@ -216,6 +219,7 @@ class AlertDetail:
     access_rows: tuple[int, ...]
     notes: tuple[Note, ...]
     timeline: tuple[TimelineEntry, ...]
+    source_ids: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -225,6 +229,7 @@ class CaseDetail:
     alerts: tuple[AlertRow, ...]
     notes: tuple[Note, ...]
     timeline: tuple[TimelineEntry, ...]
+    source_ids: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -283,6 +288,24 @@ class Workflow:
         self.audit = audit
         self.tenant = tenant
         self.clock = clock or SystemClock()
+        self._pseudonymiser: Pseudonymiser | None = None
+
+    @property
+    def pseudonymiser(self) -> Pseudonymiser:
+        """The ingest's pseudonymiser: a source id typed by an officer becomes the id
+        stored (derived on first use; most workflow calls never need it)."""
+        if self._pseudonymiser is None:
+            self._pseudonymiser = Pseudonymiser.for_tenant(self.keyring, self.tenant)
+        return self._pseudonymiser
+
+    def patient_keys(self, patient_id: str) -> tuple[str, ...]:
+        """The stored ids ``patient_id`` may stand for: itself (a pseudonym or phiguard's
+        own patient id) and, read as another system's id, its pseudonym."""
+        return self.pseudonymiser.candidates(patient_id.strip())
+
+    def _source_ids(self, patient_ids: Iterable[str]) -> dict[str, str]:
+        store = DatasetStore(self.engine, self.keyring, tenant=self.tenant, clock=self.clock)
+        return store.source_ids(patient_ids)
 
     @classmethod
     def from_system(cls, system: System) -> Workflow:
@@ -344,7 +367,7 @@ class Workflow:
                             .values(**changes)
                         )
                     continue
-                rule = _matching_rule(rules, alert)
+                rule = _matching_rule(rules, alert, self.pseudonymiser if rules else None)
                 status: Status = "open" if rule is None else "suppressed"
                 conn.execute(
                     monitor_alerts.insert().values(
@@ -478,7 +501,7 @@ class Workflow:
             stmt = stmt.where(
                 a.alert_id.in_(
                     select(monitor_alert_patients.c.alert_id).where(
-                        monitor_alert_patients.c.patient_id == patient_id
+                        monitor_alert_patients.c.patient_id.in_(self.patient_keys(patient_id))
                     )
                 )
             )
@@ -521,6 +544,7 @@ class Workflow:
                 sealer.open(bytes(row.sealed), self._aad("alert", alert_id), "alert")
             )
             alert = _alert_row(row)
+            sources = self._source_ids(alert.patient_ids)
             self._audit(
                 conn,
                 "monitor-alert-view",
@@ -528,6 +552,7 @@ class Workflow:
                 source=source,
                 patient_ids=alert.patient_ids,
                 alert=alert_id,
+                source_ids=len(sources) or None,
             )
             notes = self._notes(conn, alert_id)
             timeline = self._timeline(conn, alert_id)
@@ -538,6 +563,7 @@ class Workflow:
             tuple(int(r) for r in payload["access_rows"]),
             notes,
             timeline,
+            sources,
         )
 
     def case(self, case_id: str, *, by: str, source: str = "") -> CaseDetail:
@@ -556,6 +582,7 @@ class Workflow:
                     .order_by(monitor_alerts.c.first_event_at, monitor_alerts.c.alert_id)
                 )
             )
+            sources = self._source_ids(case.patient_ids)
             self._audit(
                 conn,
                 "monitor-case-view",
@@ -563,10 +590,11 @@ class Workflow:
                 source=source,
                 patient_ids=case.patient_ids,
                 case=case_id,
+                source_ids=len(sources) or None,
             )
             notes = self._notes(conn, case_id)
             timeline = self._timeline(conn, case_id)
-        return CaseDetail(case, str(payload["reason"]), alerts, notes, timeline)
+        return CaseDetail(case, str(payload["reason"]), alerts, notes, timeline, sources)
 
     # -- reviewers' actions --------------------------------------------------------------
     def assign(self, target: str, assignee: str, *, by: str, source: str = "") -> Status:
@@ -730,6 +758,11 @@ class Workflow:
             raise WorkflowError("the expiry must carry a timezone")
         if expires_at <= now:
             raise WorkflowError("the expiry must lie in the future")
+        keys: tuple[str, ...] = ()
+        if patient_id is not None:
+            # The rule keeps the pseudonym: a source id typed here is never stored.
+            keys = self.patient_keys(_text(patient_id, "patient", 128))
+            patient_id = self.pseudonymiser.canonical(keys[0])
         rule_id = "s-" + secrets.token_hex(8)
         at = now_us(now)
         with self.engine.begin() as conn:
@@ -754,11 +787,11 @@ class Workflow:
             )
             if user_id is not None:
                 matches = matches.where(a.user_id == user_id)
-            if patient_id is not None:
+            if keys:
                 matches = matches.where(
                     a.alert_id.in_(
                         select(monitor_alert_patients.c.alert_id).where(
-                            monitor_alert_patients.c.patient_id == patient_id
+                            monitor_alert_patients.c.patient_id.in_(keys)
                         )
                     )
                 )
@@ -1034,13 +1067,20 @@ class Workflow:
         return len(ids)
 
 
-def _matching_rule(rules: list[Suppression], alert: AlertLike) -> Suppression | None:
+def _matching_rule(
+    rules: list[Suppression], alert: AlertLike, pseudonymiser: Pseudonymiser | None
+) -> Suppression | None:
+    """The first live rule for this alert; a rule names its patient by pseudonym (of a
+    source id or of phiguard's own id), so the alert's ids are compared in that form."""
+    patients: set[str] = set(alert.patient_ids)
+    if pseudonymiser is not None:
+        patients |= {pseudonymiser.canonical(p) for p in alert.patient_ids}
     for rule in rules:
         if rule.detector != alert.detector:
             continue
         if rule.user_id is not None and rule.user_id != alert.user_id:
             continue
-        if rule.patient_id is not None and rule.patient_id not in alert.patient_ids:
+        if rule.patient_id is not None and rule.patient_id not in patients:
             continue
         return rule
     return None

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from phiguard.errors import MonitorError
 from phiguard.identity.accounts import Account, AccountError, UnknownAccount
+from phiguard.monitor.pseudonyms import is_pseudonym
 from phiguard.monitor.workflow import DISPOSITIONS, AlertRow, Workflow
 from phiguard.system import System
 
@@ -163,21 +164,32 @@ async def user_page(request: Request, user_id: str) -> Response:
 
 @router.get("/monitor/patients")
 async def patient_page(request: Request, patient: str = "") -> Response:
-    """Every alert about one patient.  The id travels in the query, which the request
-    log never writes: an EHR export's patient id is often its MRN."""
+    """Every alert about one patient, found by pseudonym, by phiguard's patient id or
+    by the other system's id (its pseudonym is computed).  The id travels in the query,
+    which the request log never writes: an EHR export's patient id is often its MRN."""
     officer = _officer(request)
     if isinstance(officer, Response):
         return officer
     wf = _workflow(request)
-    patient_id = patient[:64]
-    alerts = await run_in_threadpool(lambda: wf.queue(status="all", patient_id=patient_id))
+    patient_id = patient.strip()[:128]
+    keys = await run_in_threadpool(wf.patient_keys, patient_id) if patient_id else ()
+    alerts = (
+        await run_in_threadpool(lambda: wf.queue(status="all", patient_id=patient_id))
+        if patient_id
+        else []
+    )
+    # The access report is about phiguard's own patients: ids alerts hold as they are.
+    own = bool(patient_id) and not is_pseudonym(patient_id)
+    own = own and any(patient_id in a.patient_ids for a in alerts)
     return render(
         request,
         "console_monitor_drill.html",
         account=officer,
-        title=f"Patient {patient_id}",
+        title="Patient",
         person=None,
         patient_id=patient_id,
+        pseudonym=keys[-1] if keys and keys[-1] != patient_id else None,
+        own_patient=own,
         alerts=alerts,
         cases=[],
     )
@@ -213,6 +225,7 @@ async def item_page(request: Request, kind: str, item_id: str) -> Response:
         notes=detail.notes,
         timeline=detail.timeline,
         dispositions=DISPOSITIONS,
+        source_ids=detail.source_ids,
     )
 
 

@@ -1,0 +1,155 @@
+"""Keyed pseudonyms for other EHRs' patient identifiers.
+
+An export's ``patient_id`` is whatever the other system keys patients by, very often
+the MRN: an identifier, so PHI.  Monitoring needs patient ids in the clear (the
+alert queue, the patient drill-down, the ledger's patient index when an alert is
+opened), so a foreign id is replaced, before anything is stored, by
+
+    "x" + base32(HMAC-SHA256(key, tenant | source id))[:26]      (lower case)
+
+and the id itself is kept only sealed (``store.DatasetStore``'s source-id map).  The
+mapping is deterministic, so re-ingesting an export gives the same pseudonyms, alert
+ids stay stable and a re-scan adds nothing; the same key serves the four kinds that
+name patients (access, patients, care, and the staff roster's own ``patient_id``), so
+they still join.  An officer who types a source id gets its pseudonym computed here.
+
+**The key.**  HKDF (purpose ``phiguard/monitor-patient-pseudonym/v1``) of the data key
+of the ``__blind-index__`` compartment, the same key the vault derives its blind-index
+root from.  Pseudonyms must outlive every key rotation (a changed key would change
+every alert id and orphan every stored alert from its patient), and that key is the
+one whose stability the system already depends on: blind tokens would be lost if it
+changed, so it is a reserved compartment that data-key rotation refuses, and KEK
+rotation or rewrapping only re-wraps it.  The ``__monitor__`` key, which seals the
+monitoring data, is deliberately not used: re-sealing that data under a new key is a
+reasonable thing to want, and must not rename every patient.  A distinct HKDF purpose
+keeps pseudonyms unrelated to any search token.
+
+phiguard's own patient ids (the ledger source) are random UUIDs that reveal nothing,
+so they are left as they are; a foreign id equal to one of them is the same patient,
+and ``adopt_vault_ids`` turns its pseudonym back into it when both sources are read
+together (a staff roster naming staff members' own vault records, for instance).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import re
+from collections.abc import Iterable
+from typing import Final
+
+import polars as pl
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from phiguard.crypto.envelope import aad
+from phiguard.crypto.keyring import INDEX_COMPARTMENT, Keyring
+from phiguard.errors import KeyProviderError
+
+from . import frames
+
+PURPOSE: Final = b"phiguard/monitor-patient-pseudonym/v1"
+PREFIX: Final = "x"
+LENGTH: Final = 26  # base32 characters: 130 bits of the MAC
+ALPHABET: Final = "abcdefghijklmnopqrstuvwxyz234567"
+BUCKETS: Final = len(ALPHABET)  # the source-id map is split by the first character
+PATIENT_KINDS: Final = ("access", "staff", "patients", "care")  # each has ``patient_id``
+_PATTERN: Final = re.compile(rf"{PREFIX}[{ALPHABET}]{{{LENGTH}}}")
+
+
+def is_pseudonym(value: str) -> bool:
+    """Whether ``value`` has the form of a pseudonym (not whether it was issued)."""
+    return _PATTERN.fullmatch(value) is not None
+
+
+def bucket(pseudonym: str) -> int:
+    """Which part of the source-id map holds ``pseudonym``."""
+    return ALPHABET.index(pseudonym[len(PREFIX)])
+
+
+def pseudonym_key(keyring: Keyring, conn: Connection | None = None) -> bytes:
+    """The tenant's pseudonym key (see the module docstring for why this key)."""
+    if conn is not None:
+        return keyring.current_sealer(INDEX_COMPARTMENT, conn).derive(PURPOSE)
+    for _attempt in range(3):
+        try:
+            with keyring.engine.begin() as c:
+                return keyring.current_sealer(INDEX_COMPARTMENT, c).derive(PURPOSE)
+        except IntegrityError:  # another process created the index key first
+            keyring.forget(INDEX_COMPARTMENT)
+    raise KeyProviderError("the pseudonym key could not be derived")
+
+
+class Pseudonymiser:
+    """Computes pseudonyms under one key; remembers those it computed (one export's
+    patients, or one look-up), so each distinct id costs one HMAC."""
+
+    def __init__(self, key: bytes, tenant: str = "default") -> None:
+        if len(key) < 32:
+            raise ValueError("the pseudonym key must be at least 256 bits")
+        self._key = key
+        self._tenant = tenant
+        self._memo: dict[str, str] = {}
+
+    @classmethod
+    def for_tenant(cls, keyring: Keyring, tenant: str | None = None) -> Pseudonymiser:
+        return cls(pseudonym_key(keyring), tenant or keyring.tenant)
+
+    def pseudonym(self, source_id: str) -> str:
+        found = self._memo.get(source_id)
+        if found is None:
+            mac = hmac.digest(self._key, aad(self._tenant, source_id), "sha256")
+            found = PREFIX + base64.b32encode(mac).decode("ascii")[:LENGTH].lower()
+            self._memo[source_id] = found
+        return found
+
+    def canonical(self, patient_id: str) -> str:
+        """A pseudonym as it is, anything else pseudonymised: the form rules compare."""
+        return patient_id if is_pseudonym(patient_id) else self.pseudonym(patient_id)
+
+    def candidates(self, patient_id: str) -> tuple[str, ...]:
+        """Every stored id a patient id typed by an officer may stand for: the id itself
+        (a pseudonym, or phiguard's own patient id) and its pseudonym (a source id)."""
+        return tuple(dict.fromkeys((patient_id, self.canonical(patient_id))))
+
+    def frame(self, kind: str, frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str]]:
+        """``frame`` with its patient ids replaced, and ``{pseudonym: source id}`` of them.
+
+        Empty ids stay empty (a staff member with no patient record of their own).
+        """
+        if kind not in PATIENT_KINDS or not frame.height:
+            return frame, {}
+        column = frame.get_column("patient_id")
+        sources = column.drop_nulls().unique().to_list()
+        if not sources:
+            return frame, {}
+        mapped = {str(s): self.pseudonym(str(s)) for s in sources}
+        replaced = column.replace_strict(mapped, default=None, return_dtype=pl.String())
+        return frame.with_columns(replaced.alias("patient_id")), {p: s for s, p in mapped.items()}
+
+    def dataset(self, dataset: frames.Dataset) -> frames.Dataset:
+        """Every patient id of ``dataset`` pseudonymised (as the store would keep it)."""
+        parts = {kind: getattr(dataset, kind) for kind in frames.SCHEMAS}
+        for kind in PATIENT_KINDS:
+            parts[kind] = self.frame(kind, parts[kind])[0]
+        return frames.Dataset.of(**parts)
+
+
+def adopt_vault_ids(
+    dataset: frames.Dataset, vault_ids: Iterable[str], pseudonymiser: Pseudonymiser
+) -> frames.Dataset:
+    """Pseudonyms of phiguard's own patient ids turned back into those ids.
+
+    An export that names patients by their phiguard id (a roster supplying staff
+    members' own records, so the ``self`` detector works on the ledger) must join the
+    ledger's rows; the phiguard id is already pseudonymous, so nothing is revealed.
+    """
+    back = {pseudonymiser.pseudonym(v): v for v in dict.fromkeys(vault_ids)}
+    if not back:
+        return dataset
+    parts = {kind: getattr(dataset, kind) for kind in frames.SCHEMAS}
+    for kind in PATIENT_KINDS:
+        frame = parts[kind]
+        if frame.height:
+            parts[kind] = frame.with_columns(pl.col("patient_id").replace(back))
+    return frames.Dataset.of(**parts)

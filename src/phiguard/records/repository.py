@@ -962,9 +962,17 @@ class Repository:
         # Candidates are fetched a slice at a time, so a search over a large type costs
         # what the page needs, not a read of every matching head.
         while wanted is None or len(visible) <= wanted:
-            _none, fetched = self._candidates(conn, search_plan, window=(pos, self.SCAN_BATCH))
+            # At least what the page still needs (and one more): a large page whose
+            # candidates are mostly visible is then opened in one slice, not rounded
+            # up to whole batches of candidates decrypted and decided for nothing.
+            size = (
+                self.SCAN_BATCH
+                if wanted is None
+                else max(self.SCAN_BATCH, wanted + 1 - len(visible))
+            )
+            _none, fetched = self._candidates(conn, search_plan, window=(pos, size))
             pos += len(fetched)
-            if len(fetched) < self.SCAN_BATCH:
+            if len(fetched) < size:
                 complete = True
             batch = self._recheck(conn, rtype, fetched, search_plan)
             opened = self._open_heads(conn, batch)

@@ -382,13 +382,26 @@ def test_a_roster_naming_phiguard_patients_joins_the_ledger() -> None:
         },
         schema=frames.STAFF,
     )
-    stored = pseudonymiser.dataset(frames.Dataset.of(staff=staff))
+    care = pl.DataFrame(
+        {
+            "patient_id": [vault_id],
+            "user_id": ["u1"],
+            "department": [None],
+            "start": [dt.datetime(2026, 1, 1, tzinfo=dt.UTC)],
+            "end": [None],
+            "kind": ["encounter"],
+        },
+        schema=frames.CARE,
+    )
+    stored = pseudonymiser.dataset(frames.Dataset.of(staff=staff, care=care))
     assert all(is_pseudonym(p) for p in stored.staff["patient_id"].to_list())
     joined = adopt_vault_ids(stored, [vault_id, "another-vault-id"], pseudonymiser)
     assert joined.staff["patient_id"].to_list() == [
         vault_id,
         pseudonymiser.pseudonym("MRN-elsewhere"),
     ]
+    # Another system's care rows keep their pseudonyms, whatever ids it used.
+    assert joined.care["patient_id"].to_list() == [pseudonymiser.pseudonym(vault_id)]
 
 
 def test_detection_does_not_change_with_pseudonyms() -> None:

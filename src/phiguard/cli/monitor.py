@@ -163,7 +163,7 @@ def _dataset(
     if source in ("ledger", "all"):
         events = ledger_source.read_events(sys_.ledger, since=start)
         reference = ledger_source.reference(sys_.vault, sys_.engine, sys_.settings.tenant)
-        if parts:  # exports naming phiguard's own patients join the ledger's rows
+        if parts:  # a roster naming staff members' own vault records joins the ledger
             parts[0] = adopt_vault_ids(
                 parts[0], reference.patients["patient_id"].to_list(), _store(sys_).pseudonymiser()
             )

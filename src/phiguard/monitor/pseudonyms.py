@@ -25,14 +25,15 @@ reasonable thing to want, and must not rename every patient.  A distinct HKDF pu
 keeps pseudonyms unrelated to any search token.
 
 phiguard's own patient ids (the ledger source) are random UUIDs that reveal nothing,
-so they are left as they are; a foreign id equal to one of them is the same patient,
-and ``adopt_vault_ids`` turns its pseudonym back into it when both sources are read
-together (a staff roster naming staff members' own vault records, for instance).
+so they are left as they are.  A staff roster naming staff members' own vault records
+by those ids is pseudonymised like any export; ``adopt_vault_ids`` gives them back
+when the roster is read with the ledger.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hmac
 import re
 from collections.abc import Iterable
@@ -138,18 +139,19 @@ class Pseudonymiser:
 def adopt_vault_ids(
     dataset: frames.Dataset, vault_ids: Iterable[str], pseudonymiser: Pseudonymiser
 ) -> frames.Dataset:
-    """Pseudonyms of phiguard's own patient ids turned back into those ids.
+    """The staff roster's own-record ids that are phiguard patient ids, given back.
 
-    An export that names patients by their phiguard id (a roster supplying staff
-    members' own records, so the ``self`` detector works on the ledger) must join the
-    ledger's rows; the phiguard id is already pseudonymous, so nothing is revealed.
+    The roster is the one export loaded *for* the ledger: it supplies each staff
+    member's own record in the vault (the ledger knows no such link), so the ``self``
+    detector works on phiguard's own accesses.  Pseudonymised at ingest like every
+    foreign id, those ids must become the vault's again to join the ledger's rows;
+    a phiguard id is already pseudonymous, so nothing is revealed.  The other kinds
+    describe the other system's patients in its own ids and keep their pseudonyms.
     """
     back = {pseudonymiser.pseudonym(v): v for v in dict.fromkeys(vault_ids)}
-    if not back:
+    staff = dataset.staff
+    if not back or not staff.height:
         return dataset
-    parts = {kind: getattr(dataset, kind) for kind in frames.SCHEMAS}
-    for kind in PATIENT_KINDS:
-        frame = parts[kind]
-        if frame.height:
-            parts[kind] = frame.with_columns(pl.col("patient_id").replace(back))
-    return frames.Dataset.of(**parts)
+    return dataclasses.replace(
+        dataset, staff=staff.with_columns(pl.col("patient_id").replace(back))
+    )

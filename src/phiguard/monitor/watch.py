@@ -129,9 +129,9 @@ class Watcher:
                 patients=self.store.frame("patients"),
                 care=self.store.frame("care"),
             )
-            if stored.staff.height or stored.patients.height or stored.care.height:
-                # A roster naming phiguard's own patients (staff members' own records)
-                # was pseudonymised at ingest; those ids join the ledger's again.
+            if stored.staff.height:
+                # A roster naming staff members' own vault records was pseudonymised
+                # at ingest; those ids join the ledger's again.
                 stored = adopt_vault_ids(
                     stored, own.patients["patient_id"].to_list(), self.store.pseudonymiser()
                 )

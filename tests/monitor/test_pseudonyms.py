@@ -21,8 +21,11 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
+from phiguard.audit.sink import LedgerSink
 from phiguard.crypto.keyring import INDEX_COMPARTMENT
 from phiguard.errors import RecordsError
+from phiguard.identity.accounts import Accounts
+from phiguard.identity.passwords import PasswordHashing
 from phiguard.monitor import frames
 from phiguard.monitor.eval import metrics
 from phiguard.monitor.eval.generate import generate
@@ -36,8 +39,11 @@ from phiguard.monitor.pseudonyms import (
 )
 from phiguard.monitor.scan import Alert, scan
 from phiguard.monitor.store import SOURCE_IDS, DatasetStore
+from phiguard.monitor.watch import Watcher
 from phiguard.monitor.workflow import Workflow
+from phiguard.records.context import system_context
 from phiguard.records.maintenance import rotate_compartment
+from phiguard.records.vault import Vault
 from phiguard.store.tables import (
     monitor_alert_patients,
     monitor_alerts,
@@ -49,6 +55,7 @@ from phiguard.store.tables import (
 from phiguard.system import System, init_home
 from phiguard.web.app import create_app
 from tests.conftest import TEST_PASSPHRASE
+from tests.monitor.sources.test_ledger import CHEAP, PASSWORD, Everyone, user
 from tests.test_canary import scan as scan_home
 from tests.web.console_helpers import add_user, enrol
 
@@ -430,3 +437,28 @@ def test_detection_does_not_change_with_pseudonyms() -> None:
     before = metrics.evaluate(traffic, plain)
     after = metrics.evaluate(dataclasses.replace(traffic, dataset=hidden), masked)
     assert after.as_dict() == before.as_dict() and after.met
+
+
+def test_the_watcher_joins_a_roster_naming_staff_members_vault_records(
+    home: tuple[System, str], tmp_path: Path
+) -> None:
+    """The documented use of a roster with the ledger: the ``self`` detector."""
+    system, _ = home
+    repo = system.vault.repository(system_context())
+    own = repo.create({"resourceType": "Patient", "name": [{"family": "Ashgrove"}]}).id
+    accounts = Accounts.from_system(system, hashing=PasswordHashing(CHEAP))
+    accounts.add("u00010", "Ann Ashgrove", "ann@hospital.example", ["nurse"], PASSWORD, by="op/t")
+    roster = tmp_path / "staff.csv"
+    roster.write_text(
+        STAFF_HEADER + f"u00010,Ashgrove,Ann,nurse,Cardiology,3 Birch Road,1,2020-01-01,,{own}\n"
+    )
+    store = store_of(system)
+    store.ingest(roster, "staff", by="operator/test")
+    assert store.frame("staff")["patient_id"].to_list() == [store.pseudonymiser().pseudonym(own)]
+    watcher = Watcher(system, poll=0.1)
+    users = Vault(system.engine, system.keyring, policy=Everyone(), audit=LedgerSink(system.ledger))
+    users.repository(user("u00010")).read("Patient", own)
+    saved = watcher.step()
+    assert saved is not None
+    rows = [Workflow.from_system(system).alert_row(a) for a in saved.new_alerts]
+    assert [(r.detector, r.patient_ids) for r in rows if r.detector == "self"] == [("self", (own,))]

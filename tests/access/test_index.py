@@ -162,13 +162,18 @@ def test_another_process_sees_a_change_within_the_cache_lifetime(world: World) -
     try:
         attrs = other.attributes
         loads: list[list[str]] = []
-        load = other.index.load
+        load, load_one = other.index.load, other.index.load_one
 
         def counting(ids: Any) -> Any:
             loads.append(list(ids))
             return load(ids)
 
+        def counting_one(pid: str) -> Any:
+            loads.append([pid])
+            return load_one(pid)
+
         other.index.load = counting  # type: ignore[method-assign]
+        other.index.load_one = counting_one  # type: ignore[method-assign]
         assert attrs.relationship(who, pid).recent_encounter
         assert loads == [[pid]]
 

@@ -83,6 +83,10 @@ _SQL_LOAD: Final = (
     "SELECT patient_key, change_tag, dek_version, body FROM access_facts "
     "WHERE tenant = ? AND patient_key IN ({})"
 )
+_SQL_LOAD_ONE: Final = (
+    "SELECT patient_key, change_tag, dek_version, body FROM access_facts "
+    "WHERE tenant = ? AND patient_key = ?"
+)
 _SQL_TAGS: Final = (
     "SELECT patient_key, change_tag, dek_version FROM access_facts "
     "WHERE tenant = ? AND patient_key IN ({})"
@@ -528,6 +532,22 @@ class RelationshipIndex:
         for pid in broken:
             found[pid] = self.rebuild_patient(pid)
         return found
+
+    def load_one(self, patient_id: str) -> PatientFactsRow:
+        """``load([patient_id])[patient_id]`` on the shortest path: the first decision
+        about a patient waits on it."""
+        key = self.patient_key(patient_id)
+        rows = self.reader.rows(_SQL_LOAD_ONE, (self.tenant, key))
+        if not rows:
+            return _EMPTY
+        _key, tag, version, body = rows[0]
+        try:
+            entries = self._read(patient_id, key, int(version), body)
+        except KeyShreddedError:
+            return PatientFactsRow(UNREADABLE)
+        except CryptoError:
+            return self.rebuild_patient(patient_id)
+        return PatientFactsRow(int(tag), tuple(entries.values()))
 
     def change_tags(self, patient_ids: Sequence[str]) -> dict[str, int]:
         """Each patient's current ``change_tag``, without unsealing anything.

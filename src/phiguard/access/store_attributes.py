@@ -158,7 +158,13 @@ class StoreAttributes:
         state = self._patients.get(patient_id)
         if state is not None and now < state.fresh_until:
             return state
-        return self._refresh([patient_id], now)[patient_id]
+        if state is not None:
+            return self._refresh([patient_id], now)[patient_id]
+        if len(self._patients) >= self.max_patients:
+            self._patients.clear()
+        state = _patient(self.index.load_one(patient_id), now + self.ttl)
+        self._patients[patient_id] = state
+        return state
 
     def prefetch(
         self, ctx: AccessContext | None, patient_ids: list[str], *, now: dt.datetime | None = None

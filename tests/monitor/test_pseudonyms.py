@@ -8,8 +8,10 @@ with pseudonymisation switched off must be caught by the same checks.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
+import hmac
 import json
 import secrets
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from phiguard.audit.sink import LedgerSink
+from phiguard.crypto.envelope import aad
 from phiguard.crypto.keyring import INDEX_COMPARTMENT
 from phiguard.errors import RecordsError
 from phiguard.identity.accounts import Accounts
@@ -462,3 +465,24 @@ def test_the_watcher_joins_a_roster_naming_staff_members_vault_records(
     assert saved is not None
     rows = [Workflow.from_system(system).alert_row(a) for a in saved.new_alerts]
     assert [(r.detector, r.patient_ids) for r in rows if r.detector == "self"] == [("self", (own,))]
+
+
+@pytest.mark.parametrize("source_id", ["MRN0042", "", "Müller-ß 7", "x" * 300])
+def test_the_pseudonym_is_the_documented_keyed_hash(source_id: str) -> None:
+    """ "x" + base32(HMAC-SHA256(key, tenant | source id))[:26], lower case."""
+    key = secrets.token_bytes(32)
+    mac = hmac.digest(key, aad("hospital-a", source_id), "sha256")
+    expected = "x" + base64.b32encode(mac).decode("ascii")[:26].lower()
+    pseudonymiser = Pseudonymiser(key, "hospital-a")
+    assert pseudonymiser.pseudonym(source_id) == expected and is_pseudonym(expected)
+    # A frame gives the same, and hands over each pair only the first time it meets it.
+    frame = pl.DataFrame(
+        {"patient_id": [source_id, None, source_id]}, schema={"patient_id": pl.String()}
+    )
+    first, pairs = pseudonymiser.frame("access", frame)
+    assert first["patient_id"].to_list() == [expected, None, expected]
+    assert pairs == {expected: source_id}
+    again, pairs = pseudonymiser.frame("care", frame)
+    assert again["patient_id"].to_list() == [expected, None, expected] and pairs == {}
+    untouched, pairs = pseudonymiser.frame("auth", frame)  # log-ins name no patient
+    assert untouched is frame and pairs == {}

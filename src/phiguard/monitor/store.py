@@ -156,6 +156,10 @@ class DatasetStore:
         Each block commits on its own (bounded transactions for millions of rows); the
         load turns active, and replaces the previous one for snapshot kinds, in one
         final transaction.  On any failure the partial load is removed.
+
+        Patient ids are pseudonymised here, block by block, before anything is sealed:
+        every caller's frames come from another system.  Ids the map has never seen
+        go into a new part of it, which turns active in the same final transaction.
         """
         self._clear_debris()
         load_id = self._open_load(kind, digest, by)
@@ -417,9 +421,10 @@ class DatasetStore:
         wanted = sorted({p for p in pseudonyms if is_pseudonym(p)})
         if not wanted:
             return {}
+        asked = pl.DataFrame({"pseudonym": wanted}, schema={"pseudonym": pl.String()})
         found: dict[str, str] = {}
         for part in self._map_chunks(bucket(p) for p in wanted):
-            hits = part.filter(pl.col("pseudonym").is_in(wanted))
+            hits = part.join(asked, on="pseudonym", how="semi")
             found.update(zip(hits["pseudonym"].to_list(), hits["source_id"].to_list(), strict=True))
         return found
 

@@ -15,7 +15,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from phiguard.errors import AuthenticationError, EnrolmentError, PasswordPolicyError
+from phiguard.identity.accounts import Account
 from phiguard.identity.mfa import SecondFactor
+from phiguard.identity.sessions import Session
 
 from .pages import FormTooLarge, address, form, redirect, render, signed_in, to_login
 from .passkeys import relying_party
@@ -84,24 +86,29 @@ async def account_page(request: Request) -> Response:
     return await _page(request)
 
 
-async def _checked(request: Request) -> dict[str, str] | None:
-    """The form of a state-changing request, or None if its CSRF token is wrong."""
+async def _acting(
+    request: Request,
+) -> tuple[Session, Account, dict[str, str]] | Response:
+    """The signed-in user and their form for a state-changing request; otherwise the
+    response to send (sign-in, or the page saying the form expired: bad CSRF token)."""
+    current = signed_in(request)
+    if current is None:
+        return to_login(request)
     try:
         data = await form(request)
     except FormTooLarge:
-        return None
-    return data if check_csrf(request, data.get("csrf")) else None
+        data = {}
+    if not check_csrf(request, data.get("csrf")):
+        return await _page(request, status=403, error="The form expired; please try again.")
+    return current[0], current[1], data
 
 
 @router.post("/account/password")
 async def change_password(request: Request) -> Response:
-    current = signed_in(request)
-    if current is None:
-        return to_login(request)
-    _, account = current
-    data = await _checked(request)
-    if data is None:
-        return await _page(request, status=403, error="The form expired; please try again.")
+    acting = await _acting(request)
+    if isinstance(acting, Response):
+        return acting
+    _, account, data = acting
     if data.get("new", "") != data.get("confirm", ""):
         return await _page(request, status=400, error="The two new passwords differ.")
     try:
@@ -125,13 +132,10 @@ async def change_password(request: Request) -> Response:
 
 @router.post("/account/sessions/revoke")
 async def revoke_session(request: Request) -> Response:
-    current = signed_in(request)
-    if current is None:
-        return to_login(request)
-    session, account = current
-    data = await _checked(request)
-    if data is None:
-        return await _page(request, status=403, error="The form expired; please try again.")
+    acting = await _acting(request)
+    if isinstance(acting, Response):
+        return acting
+    session, account, data = acting
     handle = data.get("handle", "")
     c = console(request)
     ended = await run_in_threadpool(c.sessions.revoke_handle, account.user_id, handle)
@@ -144,13 +148,10 @@ async def revoke_session(request: Request) -> Response:
 
 @router.post("/account/recovery-codes")
 async def new_recovery_codes(request: Request) -> Response:
-    current = signed_in(request)
-    if current is None:
-        return to_login(request)
-    session, account = current
-    data = await _checked(request)
-    if data is None:
-        return await _page(request, status=403, error="The form expired; please try again.")
+    acting = await _acting(request)
+    if isinstance(acting, Response):
+        return acting
+    session, account, _form = acting
     c = console(request)
     if c.sessions.needs_reauth(session):
         return redirect("/reauth?next=/account")

@@ -38,11 +38,6 @@ ADMIN = "security_admin"
 MAX_POLICY_CHARS = 200_000
 
 
-def _services(request: Request) -> AccessServices | None:
-    system: System = request.app.state.system
-    return system.access
-
-
 def _user(request: Request, role: str | None = None) -> tuple[Session, Account] | Response:
     current = signed_in(request)
     if current is None:
@@ -52,15 +47,24 @@ def _user(request: Request, role: str | None = None) -> tuple[Session, Account] 
     return current
 
 
-def _unavailable(request: Request, account: Account) -> Response:
-    return render(
-        request,
-        "console_message.html",
-        status=503,
-        account=account,
-        title="Not available",
-        message="Access control is not enabled in this home.",
-    )
+def _acting(
+    request: Request, role: str | None = None
+) -> tuple[Session, Account, AccessServices] | Response:
+    """The signed-in user (with ``role``) and the access services; else the response."""
+    current = _user(request, role)
+    if isinstance(current, Response):
+        return current
+    system: System = request.app.state.system
+    if system.access is None:
+        return render(
+            request,
+            "console_message.html",
+            status=503,
+            account=current[1],
+            title="Not available",
+            message="Access control is not enabled in this home.",
+        )
+    return current[0], current[1], system.access
 
 
 def _reauth(path: str) -> Response:
@@ -78,13 +82,10 @@ async def emergency_page(request: Request, patient: str = "") -> Response:
 
 @router.post("/emergency")
 async def declare(request: Request) -> Response:
-    current = _user(request)
-    if isinstance(current, Response):
-        return current
-    session, account = current
-    services = _services(request)
-    if services is None:
-        return _unavailable(request, account)
+    acting = _acting(request)
+    if isinstance(acting, Response):
+        return acting
+    session, account, services = acting
     data = await submitted(request)
     patient = data.get("patient", "").strip()[:64]
     if not check_csrf(request, data.get("csrf")):
@@ -124,27 +125,23 @@ async def declare(request: Request) -> Response:
 # -- reviewing -------------------------------------------------------------------------------
 @router.get("/privacy/break-glass")
 async def reviews(request: Request, status: str = "open") -> Response:
-    current = _user(request, OFFICER)
-    if isinstance(current, Response):
-        return current
-    services = _services(request)
-    if services is None:
-        return _unavailable(request, current[1])
+    acting = _acting(request, OFFICER)
+    if isinstance(acting, Response):
+        return acting
+    _session, account, services = acting
     wanted = status if status in ("open", "closed") else "open"
     grants = await run_in_threadpool(services.break_glass.list, wanted)
     return render(
-        request, "console_btg_list.html", account=current[1], grants=grants, shown_status=wanted
+        request, "console_btg_list.html", account=account, grants=grants, shown_status=wanted
     )
 
 
 @router.get("/privacy/break-glass/{grant_id}")
 async def review(request: Request, grant_id: str) -> Response:
-    current = _user(request, OFFICER)
-    if isinstance(current, Response):
-        return current
-    services = _services(request)
-    if services is None:
-        return _unavailable(request, current[1])
+    acting = _acting(request, OFFICER)
+    if isinstance(acting, Response):
+        return acting
+    _session, account, services = acting
     system: System = request.app.state.system
     try:
         grant = await run_in_threadpool(services.break_glass.get, grant_id[:64])
@@ -153,7 +150,7 @@ async def review(request: Request, grant_id: str) -> Response:
             request,
             "console_message.html",
             status=404,
-            account=current[1],
+            account=account,
             title="Not found",
             message="There is no such declaration.",
             back="/privacy/break-glass",
@@ -161,23 +158,20 @@ async def review(request: Request, grant_id: str) -> Response:
     uses = await run_in_threadpool(services.break_glass.uses, grant, system.ledger)
     system.record(
         "break-glass-review-view",
-        principal=current[1].principal,
+        principal=account.principal,
         source=address(request),
         patient_ids=(grant.patient_id,),
         grant=grant.grant_id,
     )
-    return render(request, "console_btg_review.html", account=current[1], grant=grant, uses=uses)
+    return render(request, "console_btg_review.html", account=account, grant=grant, uses=uses)
 
 
 @router.post("/privacy/break-glass/{grant_id}/close")
 async def close_review(request: Request, grant_id: str) -> Response:
-    current = _user(request, OFFICER)
-    if isinstance(current, Response):
-        return current
-    session, officer = current
-    services = _services(request)
-    if services is None:
-        return _unavailable(request, officer)
+    acting = _acting(request, OFFICER)
+    if isinstance(acting, Response):
+        return acting
+    session, officer, services = acting
     data = await submitted(request)
     back = f"/privacy/break-glass/{quote(grant_id[:64])}"
     if not check_csrf(request, data.get("csrf")):
@@ -210,19 +204,17 @@ async def close_review(request: Request, grant_id: str) -> Response:
 # -- policy administration ----------------------------------------------------------------------
 @router.get("/admin/policies")
 async def policies(request: Request, file: str = "") -> Response:
-    current = _user(request, ADMIN)
-    if isinstance(current, Response):
-        return current
-    services = _services(request)
-    if services is None:
-        return _unavailable(request, current[1])
+    acting = _acting(request, ADMIN)
+    if isinstance(acting, Response):
+        return acting
+    _session, account, services = acting
     store = services.policies
     files = bundle_files(await run_in_threadpool(store.running_bundle))
     history = await run_in_threadpool(store.history)
     return render(
         request,
         "console_policies.html",
-        account=current[1],
+        account=account,
         files=files,
         shown=file if file in files else "",
         history=list(reversed(history))[:50],
@@ -232,13 +224,10 @@ async def policies(request: Request, file: str = "") -> Response:
 
 @router.post("/admin/policies")
 async def replace_policy(request: Request) -> Response:
-    current = _user(request, ADMIN)
-    if isinstance(current, Response):
-        return current
-    session, admin = current
-    services = _services(request)
-    if services is None:
-        return _unavailable(request, admin)
+    acting = _acting(request, ADMIN)
+    if isinstance(acting, Response):
+        return acting
+    session, admin, services = acting
     data = await submitted(request, max_field=MAX_POLICY_CHARS)
     name = data.get("file", "")
     if not check_csrf(request, data.get("csrf")):

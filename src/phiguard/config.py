@@ -51,6 +51,7 @@ class Settings:
     log_dir: str = "logs"
     recovery_public_key: str = ""
     audit_retention_days: int = 2192  # six years: 45 CFR 164.316(b)(2)
+    access_resident_patients: int = 50_000  # a server's facts held in memory (0: on demand)
 
     @property
     def is_demo(self) -> bool:
@@ -125,6 +126,9 @@ def from_dict(root: Path, doc: dict[str, Any]) -> Settings:
         raise ConfigError("mode must be 'production' or 'demo'")
     if settings.key_provider not in ("local-file", "pkcs11"):
         raise ConfigError("key_provider must be 'local-file' or 'pkcs11'")
+    resident = settings.access_resident_patients
+    if isinstance(resident, bool) or not isinstance(resident, int) or resident < 0:
+        raise ConfigError("access_resident_patients must be a whole number, 0 or more")
     return settings
 
 

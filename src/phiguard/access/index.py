@@ -100,6 +100,10 @@ _SQL_UPSERT: Final = (
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, patient_key) DO UPDATE SET "
     "change_tag = excluded.change_tag, dek_version = excluded.dek_version, body = excluded.body"
 )
+_SQL_PATIENTS: Final = (
+    "SELECT rid FROM resource_heads WHERE tenant = ? AND rtype = 'Patient' AND deleted = ? "
+    "ORDER BY last_updated DESC LIMIT ?"
+)
 _SQL_DELETE: Final = "DELETE FROM access_facts WHERE tenant = ? AND patient_key = ?"
 _SQL_LOCK: Final = (
     "SELECT count(pg_advisory_xact_lock(k)) FROM "
@@ -548,6 +552,12 @@ class RelationshipIndex:
         except CryptoError:
             return self.rebuild_patient(patient_id)
         return PatientFactsRow(int(tag), tuple(entries.values()))
+
+    def patient_ids(self, limit: int) -> list[str]:
+        """Ids of up to ``limit`` current patients, the most recently changed first (the
+        ones ``StoreAttributes.warm`` keeps resident when not all fit)."""
+        rows = self.reader.rows(_SQL_PATIENTS, (self.tenant, False, limit))
+        return [str(r[0]) for r in rows]
 
     def change_tags(self, patient_ids: Sequence[str]) -> dict[str, int]:
         """Each patient's current ``change_tag``, without unsealing anything.

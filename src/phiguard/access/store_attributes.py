@@ -28,15 +28,31 @@ recorded there) counts here within ``ttl`` (5 s by default); a grant's expiry is
 exact.  ``prefetch`` loads or re-checks a page of search results' patients with one
 query each.  Times are compared as epoch microseconds (the index stores them so); all
 come from the injected clock.
+
+**Resident facts** (resident.py, the server's default): ``warm`` loads every
+patient's facts (up to ``max_patients``, most recently changed first) and every
+user's, 500 rows a query, and ``keep_fresh``, run in the background every half
+``ttl``, re-checks the tags of whatever is about to go stale and reloads what
+changed.  A decision then finds its facts in memory: no query and no unsealing on
+the decision path, the way policy decision points hold their entities.  The
+guarantees are the same as on demand, because a decision that finds its facts
+stale (the background fell behind) still re-checks them itself.
+
+A load racing a write in this process could install the facts the write just
+replaced; ``invalidate`` records what it dropped while loads are running, and a
+load installs nothing that was dropped after it began.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from itertools import islice
+from typing import TYPE_CHECKING, Any, Final
 
 from phiguard.clock import Clock
 from phiguard.records.context import AccessContext, Principal
@@ -55,6 +71,8 @@ GrantLookup = Callable[[str, str, dt.datetime], dt.datetime | None]
 _INACTIVE = frozenset({"cancelled", "entered-in-error"})
 _NOT_ATTENDED = frozenset({"cancelled", "noshow", "entered-in-error"})
 _NO_USER = UserFacts()
+_SLICE: Final = 500
+_MAX_USERS: Final = 100_000
 
 _SQL_USER: Final = (
     "SELECT u.status, u.department, u.practitioner_id, r.role_id, r.organization_id, r.active "
@@ -62,6 +80,13 @@ _SQL_USER: Final = (
     "ON r.tenant = ? AND r.practitioner_id = u.practitioner_id "
     "WHERE u.user_id = ?"
 )
+_SQL_USERS: Final = (
+    "SELECT u.user_id, u.status, u.department, u.practitioner_id, "
+    "r.role_id, r.organization_id, r.active "
+    "FROM users u LEFT JOIN access_practitioner_roles r "
+    "ON r.tenant = ? AND r.practitioner_id = u.practitioner_id"
+)
+"""Every user and their PractitionerRoles, for ``warm`` and ``keep_fresh``."""
 """The caller and their PractitionerRoles.  No ORDER BY: sorting by role id made SQLite
 walk every role of the tenant in primary-key order instead of using the practitioner
 index (80 us instead of 7 us with 500 roles); the rows are sorted here."""
@@ -82,6 +107,34 @@ class _Patient:
     vip: bool = False
     employee: bool = False
     answers: dict[tuple[str, str, str], tuple[dt.datetime, About]] = field(default_factory=dict)
+
+
+def _user_facts(rows: list[Any]) -> UserFacts:
+    """A user's facts from their rows of ``_SQL_USER`` (status, department,
+    practitioner, role id, role organization, role active): nothing unless active."""
+    if not rows or rows[0][0] != "active":
+        return _NO_USER
+    actors: set[str] = set()
+    department = str(rows[0][1] or "")
+    practitioner = str(rows[0][2] or "")
+    if practitioner:
+        actors.add(f"Practitioner/{practitioner}")
+        for _s, _d, _p, role_id, org, active in sorted(rows, key=lambda r: str(r[3])):
+            if role_id is None:
+                continue
+            actors.add(f"PractitionerRole/{role_id}")
+            if not department and active and org:
+                department = str(org)
+    return UserFacts(department, practitioner, frozenset(actors))
+
+
+@dataclass(frozen=True, slots=True)
+class Warmed:
+    """What ``warm`` loaded."""
+
+    patients: int
+    users: int
+    seconds: float
 
 
 def _covers(start: int | None, end: int | None, now: int) -> bool:
@@ -141,18 +194,64 @@ class StoreAttributes:
         self.max_patients = max_patients
         self._patients: dict[str, _Patient] = {}
         self._users: dict[str, tuple[dt.datetime, UserFacts]] = {}
+        # Loads in progress, and what ``invalidate`` dropped meanwhile (see _install).
+        self._lock = threading.Lock()
+        self._loads = 0
+        self._epoch = 0
+        self._dropped: dict[str, int] = {}
+        self._cleared = -1
         index.on_change(self.invalidate)
 
     # -- caches ------------------------------------------------------------------------
     def invalidate(self, patient_ids: Iterable[str] = ()) -> None:
         """Forget what is cached about these patients (all patients and users if empty)."""
         ids = list(patient_ids)
-        if not ids:
-            self._patients.clear()
-            self._users.clear()
-            return
-        for pid in ids:
-            self._patients.pop(pid, None)
+        with self._lock:
+            self._epoch += 1
+            if not ids:
+                self._patients.clear()
+                self._users.clear()
+                if self._loads:
+                    self._cleared = self._epoch
+                return
+            for pid in ids:
+                self._patients.pop(pid, None)
+                if self._loads:
+                    self._dropped[pid] = self._epoch
+
+    def _begin_load(self) -> int:
+        with self._lock:
+            self._loads += 1
+            return self._epoch
+
+    def _end_load(self) -> None:
+        with self._lock:
+            self._loads -= 1
+            if not self._loads:
+                self._dropped.clear()
+                self._cleared = -1
+
+    def _install(self, loaded: dict[str, _Patient], began: int) -> dict[str, _Patient]:
+        """Cache what a load that began at ``began`` read, except what a write in this
+        process dropped since (the load may have read the row before that write)."""
+        with self._lock:
+            if self._cleared >= began:
+                return loaded
+            overflow = len(self._patients) + len(loaded) - self.max_patients
+            if overflow > 0:
+                # The oldest entries go (dicts keep insertion order), a tenth at a
+                # time, so a full cache of resident facts is not emptied for one load.
+                for pid in list(islice(self._patients, max(overflow, self.max_patients // 10))):
+                    del self._patients[pid]
+            for pid, state in loaded.items():
+                if self._dropped.get(pid, -1) < began:
+                    self._patients[pid] = state
+        return loaded
+
+    @property
+    def resident(self) -> int:
+        """How many patients' facts are cached."""
+        return len(self._patients)
 
     def _state(self, patient_id: str, now: dt.datetime) -> _Patient:
         state = self._patients.get(patient_id)
@@ -160,10 +259,12 @@ class StoreAttributes:
             return state
         if state is not None:
             return self._refresh([patient_id], now)[patient_id]
-        if len(self._patients) >= self.max_patients:
-            self._patients.clear()
-        state = _patient(self.index.load_one(patient_id), now + self.ttl)
-        self._patients[patient_id] = state
+        began = self._begin_load()
+        try:
+            state = _patient(self.index.load_one(patient_id), now + self.ttl)
+            self._install({patient_id: state}, began)
+        finally:
+            self._end_load()
         return state
 
     def prefetch(
@@ -179,24 +280,87 @@ class StoreAttributes:
             self._refresh(stale, now)
 
     def _refresh(self, patient_ids: list[str], now: dt.datetime) -> dict[str, _Patient]:
+        """Re-check the cached ones among ``patient_ids`` by tag, load the rest and the
+        changed.  ``now`` is taken before the queries, so what they confirm is
+        trusted until ``now + ttl`` at most."""
         fresh_until = now + self.ttl
         out: dict[str, _Patient] = {}
         cached = {p: s for p in patient_ids if (s := self._patients.get(p)) is not None}
         missing = [p for p in patient_ids if p not in cached]
-        if cached:
-            tags = self.index.change_tags(list(cached))
-            for pid, state in cached.items():
-                if tags[pid] == state.change_tag:
-                    state.fresh_until = fresh_until
-                    out[pid] = state
-                else:
-                    missing.append(pid)
-        if missing:
-            if len(self._patients) + len(missing) > self.max_patients:
-                self._patients.clear()
-            for pid, row in self.index.load(missing).items():
-                out[pid] = self._patients[pid] = _patient(row, fresh_until)
+        began = self._begin_load()
+        try:
+            if cached:
+                tags = self.index.change_tags(list(cached))
+                for pid, state in cached.items():
+                    if tags[pid] == state.change_tag:
+                        state.fresh_until = fresh_until
+                        out[pid] = state
+                    else:
+                        missing.append(pid)
+            if missing:
+                loaded = {
+                    pid: _patient(row, fresh_until) for pid, row in self.index.load(missing).items()
+                }
+                out.update(self._install(loaded, began))
+        finally:
+            self._end_load()
         return out
+
+    # -- residency (resident.py) ---------------------------------------------------------
+    def warm(
+        self, *, limit: int | None = None, progress: Callable[[int, int], object] | None = None
+    ) -> Warmed:
+        """Load the facts of every patient (the ``limit`` most recently changed, at most
+        ``max_patients``) and of every user, so decisions need no query.
+
+        ``progress(done, total)`` after each slice of 500 patients.
+        """
+        started = time.perf_counter()
+        wanted = self.max_patients if limit is None else min(limit, self.max_patients)
+        ids = self.index.patient_ids(wanted)
+        done = 0
+        for i in range(0, len(ids), _SLICE):
+            chunk = [p for p in ids[i : i + _SLICE] if p not in self._patients]
+            if chunk:
+                self._refresh(chunk, self.clock.now())
+            done += len(ids[i : i + _SLICE])
+            if progress is not None:
+                progress(done, len(ids))
+        users = self._load_users(None)
+        return Warmed(len(ids), users, time.perf_counter() - started)
+
+    def keep_fresh(self, *, ahead: dt.timedelta | None = None) -> int:
+        """Re-check what goes stale within ``ahead`` (3/4 of ``ttl`` by default, so a
+        pass every half ``ttl`` re-checks everything before it goes stale):
+        patients by tag (reloading the changed), users by reloading all cached ones.
+        Returns how many patients were re-checked.  Run in the background, it keeps
+        decisions from ever waiting on a re-check."""
+        now = self.clock.now()
+        horizon = now + (self.ttl * 3 / 4 if ahead is None else ahead)
+        due = [p for p, s in list(self._patients.items()) if s.fresh_until <= horizon]
+        for i in range(0, len(due), _SLICE):
+            self._refresh(due[i : i + _SLICE], self.clock.now())
+        users = [u for u, (until, _f) in list(self._users.items()) if until <= horizon]
+        if users:
+            self._load_users(set(users))
+        return len(due)
+
+    def _load_users(self, wanted: set[str] | None) -> int:
+        """Load the facts of ``wanted`` users (all users if None) with one query."""
+        now = self.clock.now()
+        rows: dict[str, list[Any]] = {}
+        for row in self.index.reader.rows(_SQL_USERS, (self.vault.tenant,)):
+            user_id = str(row[0])
+            if wanted is None or user_id in wanted:
+                rows.setdefault(user_id, []).append(tuple(row[1:]))
+        until = now + self.ttl
+        if len(self._users) + len(rows) > _MAX_USERS:
+            self._users.clear()
+        for user_id in wanted or ():
+            rows.setdefault(user_id, [])
+        for user_id, found in rows.items():
+            self._users[user_id] = (until, _user_facts(found))
+        return len(rows)
 
     # -- the caller --------------------------------------------------------------------
     def user(self, principal: Principal) -> UserFacts:
@@ -207,21 +371,8 @@ class StoreAttributes:
         if cached is not None and cached[0] > now:
             return cached[1]
         rows = self.index.reader.rows(_SQL_USER, (self.vault.tenant, principal.id))
-        facts = _NO_USER
-        if rows and rows[0][0] == "active":
-            actors: set[str] = set()
-            department = str(rows[0][1] or "")
-            practitioner = str(rows[0][2] or "")
-            if practitioner:
-                actors.add(f"Practitioner/{practitioner}")
-                for _s, _d, _p, role_id, org, active in sorted(rows, key=lambda r: str(r[3])):
-                    if role_id is None:
-                        continue
-                    actors.add(f"PractitionerRole/{role_id}")
-                    if not department and active and org:
-                        department = str(org)
-            facts = UserFacts(department, practitioner, frozenset(actors))
-        if len(self._users) > 10_000:
+        facts = _user_facts(rows)
+        if len(self._users) > _MAX_USERS:
             self._users.clear()
         self._users[principal.id] = (now + self.ttl, facts)
         return facts

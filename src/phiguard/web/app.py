@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from phiguard import __version__
 from phiguard.access import breakglass
 from phiguard.access import routes as access_routes
+from phiguard.access.resident import ResidentFacts
 from phiguard.errors import AuthenticationError, PhiGuardError
 from phiguard.fhir import auditevents
 from phiguard.fhir.outcome import ApiError, FhirResponse, error_response, outcome
@@ -116,9 +117,19 @@ def create_app(
         subscriber = break_glass_notifier(system)
         if subscriber is not None:
             breakglass.on_break_glass.append(subscriber)
+        # The access facts of the hospital held in memory and kept current, so no
+        # decision waits on the relationship index (access/resident.py).
+        resident = None
+        limit = system.settings.access_resident_patients
+        if system.access is not None and limit > 0:
+            resident = ResidentFacts(system.access.attributes, limit=limit)
+            resident.start()
+        _app.state.resident_facts = resident
         try:
             yield
         finally:
+            if resident is not None:
+                resident.stop()
             if subscriber is not None and subscriber in breakglass.on_break_glass:
                 breakglass.on_break_glass.remove(subscriber)
 

@@ -2,7 +2,8 @@
 
 Also the caches built on it: a change written by another process counts within the
 cache lifetime, an unchanged row is re-checked by its change tag without being
-unsealed, and a shredded patient's facts are let go without any write.
+unsealed, and a shredded patient's row goes with their keys, so every process lets
+the facts go.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
-from phiguard.access.index import UNREADABLE, RelationshipIndex
+from phiguard.access.index import NO_ROW, UNREADABLE, RelationshipIndex
 from phiguard.access.wiring import AccessServices, build_access
 from phiguard.clock import FixedClock
 from phiguard.crypto.envelope import aad
@@ -198,23 +199,45 @@ def test_another_process_sees_a_change_within_the_cache_lifetime(world: World) -
         other.attributes.vault.engine.dispose()
 
 
-def test_a_shredded_patient_is_let_go_without_a_write(world: World) -> None:
+def test_shredding_deletes_the_row_and_every_process_lets_the_facts_go(world: World) -> None:
     attrs = world.access.attributes
     enc, who = _recent_encounter(world)
     pid = _new_patient(world, "to-shred")
     enc["id"] = "to-shred-enc"
     enc["subject"] = {"reference": f"Patient/{pid}"}
     world.system.update("Encounter", enc["id"], enc)
-    assert attrs.relationship(who, pid).recent_encounter
-    shred_patient(world.vault, system_context(), pid)
-    saved = world.clock.now()
+    other, clock = _second_process(world)
     try:
-        world.clock.set(saved + attrs.ttl)
-        assert world.access.index.change_tags([pid])[pid] == UNREADABLE
+        assert attrs.relationship(who, pid).recent_encounter
+        assert other.attributes.relationship(who, pid).recent_encounter
+        rows = _rows(world)
+        c = access_facts.c
+        with world.vault.engine.connect() as conn:
+            found = conn.execute(
+                select(access_facts).where(c.patient_key == world.access.index.patient_key(pid))
+            ).one()
+        kept = dict(found._mapping)
+        shred_patient(world.vault, system_context(), pid)
+        # The row went with the keys, in the shredding transaction.
+        assert _rows(world) == rows - 1
+        assert world.access.index.change_tags([pid])[pid] == NO_ROW
+        # This process forgot at once; the other one at its next re-check.
         assert not attrs.relationship(who, pid).recent_encounter
+        assert other.attributes.relationship(who, pid).recent_encounter
+        clock.set(clock.now() + other.attributes.ttl)
+        assert not other.attributes.relationship(who, pid).recent_encounter
         assert world.access.index.load([pid])[pid].facts == ()
+
+        # A row left behind (restored from a copy taken before the shredding) can
+        # never be opened again: it reads as unreadable and gives no facts.
+        with world.vault.engine.begin() as conn:
+            conn.execute(insert(access_facts), [kept])
+        assert world.access.index.change_tags([pid])[pid] == UNREADABLE
+        assert world.access.index.load([pid])[pid].facts == ()
+        assert not attrs.relationship(who, pid).recent_encounter
     finally:
-        world.clock.set(saved)
+        other.index.reader.close()
+        other.attributes.vault.engine.dispose()
 
 
 def test_the_index_is_rebuilt_the_same(world: World) -> None:

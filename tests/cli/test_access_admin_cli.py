@@ -38,6 +38,7 @@ USERS = {
     "sec2": (["security_admin"], None, None),
     "nurse1": (["nurse"], None, None),
     "po1": (["privacy_officer"], None, None),
+    "po2": (["privacy_officer"], None, None),
     "drpo": (["physician", "privacy_officer"], "pr-9", "dept-b"),
     "u00042": (["nurse"], "pr-1", "dept-b"),
     "u00043": (["nurse"], "pr-2", "dept-a"),
@@ -212,27 +213,38 @@ def test_btg_review_shows_the_reason_to_a_privacy_officer_only(home: Path) -> No
     assert REASON not in refused.stdout + refused.stderr
 
 
+def _close(home: Path, user_id: str, grant: str, note: str) -> Done:
+    """``btg close`` with the password, the TOTP code and then the note on stdin."""
+    return cli(
+        *_as(home, user_id, "btg", "close", grant, flag="--reviewer"),
+        stdin=_credentials(home, user_id) + note + "\n",
+    )
+
+
 def test_btg_close_only_by_someone_other_than_the_declaring_user(home: Path) -> None:
     grant = _grant(home)
-    own = _run(home, "drpo", "btg", "close", grant, "--note", "fine", flag="--reviewer")
+    own = _close(home, "drpo", grant, "fine")
     assert_one_error_line(own, contains="closed by someone else")
     assert "open" in cli("access", "btg", "list", "--home", home).stdout
-    out = _succeeds(
-        _run(
-            home,
-            "po1",
-            "btg",
-            "close",
-            grant,
-            "--note",
-            "confirmed by the ED log",
-            flag="--reviewer",
-        )
-    )
+    out = _succeeds(_close(home, "po1", grant, "confirmed by the ED log"))
     assert f"Closed the review of {grant} (user drpo)" in out
     listing = cli("access", "btg", "list", "--status", "closed", "--home", home).stdout
     assert grant in listing and "closed by po1" in listing
     assert "No open break-the-glass reviews." in cli("access", "btg", "list", "--home", home).stdout
+    shown = _succeeds(_run(home, "po2", "btg", "review", grant, flag="--reviewer"))
+    assert "Review note (po1): confirmed by the ED log" in shown
+
+
+def test_btg_close_takes_the_note_from_stdin_only(home: Path) -> None:
+    grant = _grant(home)
+    empty = _close(home, "po1", grant, "   ")
+    assert_one_error_line(empty, contains="on standard input")
+    argv = cli(
+        *_as(home, "po1", "btg", "close", grant, "--note", "x", flag="--reviewer"),
+        stdin=_credentials(home, "po1") + "fine\n",
+    )
+    assert argv.returncode != 0 and "--note" in argv.stderr
+    assert "open" in cli("access", "btg", "list", "--home", home).stdout  # nothing changed
 
 
 # -- live explanations -----------------------------------------------------------------

@@ -462,6 +462,16 @@ class RelationshipIndex:
         entries: dict[str, Fact] = json.loads(raw)
         return entries
 
+    def shredded(self, conn: Connection, patient_id: str) -> None:
+        """Delete the patient's row in the transaction that destroys their keys (the
+        row could never be opened again); caches here drop the patient at once, other
+        processes at their next re-check (the tag reads as no row)."""
+        key = self.patient_key(patient_id)
+        self._lock(conn, [key])
+        _execute(conn, _SQL_DELETE, (self.tenant, key))
+        for listener in self._listeners:
+            listener({patient_id})
+
     def _practitioner_role(self, conn: Connection, item: Written) -> None:
         t = access_practitioner_roles.c
         conn.execute(

@@ -555,13 +555,23 @@ def btg_review(
 def btg_close(
     grant_id: Annotated[str, typer.Argument(help="the grant id (from btg list)")],
     reviewer: ReviewerOption,
-    note: Annotated[str, typer.Option("--note", help="what the review found")],
     home: HomeOption = None,
     password_stdin: PasswordStdin = False,
 ) -> None:
-    """Close a review (a privacy officer other than the user who declared it)."""
+    """Close a review (a privacy officer other than the user who declared it).
+
+    What the review found is read from standard input (one line, after the password
+    and TOTP code with --password-stdin), never from the command line: it may
+    describe the patient's care, and arguments end up in shell history and in every
+    user's process list.
+    """
     with system(home) as sys_:
         ok = _reauthenticate(sys_, reviewer, password_stdin)
+        if sys.stdin.isatty():
+            console.print("What the review found (one line):")
+        note = " ".join(sys.stdin.readline().split())
+        if not note:
+            raise PhiGuardError("give what the review found on standard input (one line)")
         grant = _services(sys_).break_glass.close(
             grant_id, reviewer, note, reauthenticated=ok, source="cli"
         )

@@ -72,7 +72,11 @@ class Written:
 
 
 class WriteObserver(Protocol):
-    """Sees every write inside its transaction (derived indexes); must not open a new one."""
+    """Sees every write inside its transaction (derived indexes); must not open a new one.
+
+    An observer may also define ``shredded(conn, patient_id)``, called inside the
+    transaction that destroys a patient's keys, to drop what it derived from them.
+    """
 
     def written(self, conn: Connection, items: Sequence[Written]) -> None: ...
 

@@ -136,6 +136,12 @@ def shred_patient(vault: Vault, ctx: AccessContext, patient_id: str) -> ShredRes
             .where(h.tenant == vault.tenant, h.compartment == compartment)
             .values(deleted=True)
         )
+        for observer in vault.observers:
+            # Derived data (the access index's row) goes in the same transaction, so
+            # other processes see the patient's facts gone at their next re-check.
+            dropped = getattr(observer, "shredded", None)
+            if dropped is not None:
+                dropped(conn, patient_id)
         vault.audit.record(
             AuditEvent(
                 action="shred",

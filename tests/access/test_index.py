@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select
 
-from phiguard.access.index import NO_ROW, UNREADABLE, RelationshipIndex
+from phiguard.access.index import DERIVE_ACTION, NO_ROW, UNREADABLE, RelationshipIndex
 from phiguard.access.wiring import AccessServices, build_access
 from phiguard.clock import FixedClock
 from phiguard.crypto.envelope import aad
@@ -244,7 +244,15 @@ def test_the_index_is_rebuilt_the_same(world: World) -> None:
     index: RelationshipIndex = world.access.index
     pids = [p.patient_id for p in world.hospital.patients]
     before = {p: sorted(map(repr, r.facts)) for p, r in index.load(pids).items()}
-    assert index.rebuild_all() >= len(pids)
+    seen = len(world.audit.events)
+    rebuilt = index.rebuild_all(batch=7)
+    assert rebuilt >= len(pids)
+    # Recorded before the reads, a batch per event, every patient named once.
+    derived = [e for e in world.audit.events[seen:] if e.action == DERIVE_ACTION]
+    assert len(derived) == -(-rebuilt // 7)
+    named = [p for e in derived for p in e.patient_ids]
+    assert len(named) == rebuilt and set(pids) <= set(named)
+    assert all(e.detail["cause"] == "reindex" for e in derived)
     after = {p: sorted(map(repr, r.facts)) for p, r in index.load(pids).items()}
     assert after == before
     assert sum(len(v) for v in after.values()) > len(pids)  # not all empty

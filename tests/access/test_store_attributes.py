@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select, update
 
 from phiguard.access.attributes import HospitalAttributes
+from phiguard.access.index import DERIVE_ACTION
 from phiguard.crypto.envelope import OVERHEAD
 from phiguard.records.context import Principal, system_context
 from phiguard.records.maintenance import shred_patient
@@ -154,8 +155,14 @@ def test_a_row_that_does_not_open_is_rebuilt(world: World) -> None:
             .values(body=b"\x00" * 40)  # tampered or sealed by a destroyed key version
         )
     attrs.invalidate()
+    seen = len(world.audit.events)
     before = HospitalAttributes(world.hospital, world.clock).relationship(who, enc.patient_id)
     assert attrs.relationship(who, enc.patient_id) == before
+    # Rebuilding opened the patient's resources: the ledger says so, for that patient.
+    derived = [e for e in world.audit.events[seen:] if e.action == DERIVE_ACTION]
+    assert [(e.principal, e.patient_ids, e.detail) for e in derived] == [
+        ("system/access-index", (enc.patient_id,), {"patients": 1, "cause": "unreadable row"})
+    ]
     with world.vault.engine.connect() as conn:
         bodies = [
             bytes(b)

@@ -113,3 +113,24 @@ def test_disclosures_are_listed_apart(audited: tuple[Vault, Ledger], clock: Fixe
     report = reports.build(ledger, pid, dt.date(2026, 1, 1), dt.date(2026, 1, 2))
     assert [d["recipient"] for d in report.disclosures] == ["State registry"]
     assert all(r.action != "disclosed" for r in report.rows)
+
+
+def test_the_index_deriving_facts_shows_in_the_report(
+    audited: tuple[Vault, Ledger], clock: FixedClock
+) -> None:
+    from phiguard.access.wiring import build_access
+
+    vault, ledger = audited
+    access = build_access(vault)
+    pid = vault.repository(system_context()).create(patient("Indexed")).id
+    clock.advance(hours=1)
+    assert access.index.rebuild_all() == 1
+    report = reports.build(ledger, pid, dt.date(2026, 1, 1), dt.date(2026, 1, 31))
+    rows = [(r.principal, r.action, r.person.name) for r in report.rows]
+    assert rows[-1] == (
+        "system/access-index",
+        "derived the care-relationship facts from",
+        "phiguard (automated process)",
+    )
+    for entry in reports.to_bundle(report)["entry"]:
+        FhirAuditEvent.model_validate(entry["resource"])

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import Connection, delete, insert, select, text
 
+from phiguard.audit.events import AuditEvent
 from phiguard.crypto.envelope import aad
 from phiguard.errors import CryptoError, InvalidSearch, KeyShreddedError
 from phiguard.records.compartment import patient_of
@@ -66,6 +67,9 @@ INDEXED: Final[frozenset[str]] = frozenset(
 )
 """Resource types whose writes update ``access_facts``."""
 
+DERIVE_ACTION: Final = "access-index-rebuild"
+"""The ledger action recorded when phiguard reads a patient's resources to (re)derive
+their row (an unreadable row, ``phiguard access reindex``)."""
 _PATIENT_PARAM: Final = "access.patient"
 _PERSON: Final = b"phiguard-access"
 _AAD_KIND: Final = "access-facts"
@@ -406,6 +410,8 @@ class RelationshipIndex:
                 shredded.add(pid)
             except CryptoError:
                 broken.append(pid)
+        if broken:
+            self._record_derivation(broken, "unreadable row", conn)
         for pid in broken:
             # Re-derived from the resources as this transaction sees them, which
             # already includes the writes being indexed.
@@ -638,11 +644,40 @@ class RelationshipIndex:
                 out[f"{row.rtype}/{row.rid}"] = fact
         return out
 
-    def rebuild_patient(self, patient_id: str) -> PatientFactsRow:
-        """Re-derive one patient's row from their current resources; returns it."""
+    def _record_derivation(
+        self, patient_ids: Sequence[str], cause: str, conn: Connection | None = None
+    ) -> None:
+        """Record, before it happens, that phiguard opens these patients' care
+        resources to derive their facts: the reads bypass the repository (they are no
+        person's access), but the patient's access report still shows them, as
+        "phiguard (automated process)"."""
+        ids = tuple(patient_ids)
+        self.vault.audit.record(
+            AuditEvent(
+                action=DERIVE_ACTION,
+                outcome="success",
+                principal="system/access-index",
+                purpose="HOPERAT",
+                request_id=secrets.token_hex(16),
+                recorded=self.vault.clock.now(),
+                resource_type="Patient",
+                resource_id=ids[0] if len(ids) == 1 else None,
+                patient_ids=ids,
+                detail={"patients": len(ids), "cause": cause},
+            ),
+            conn,
+        )
+
+    def rebuild_patient(
+        self, patient_id: str, *, cause: str = "unreadable row", recorded: bool = False
+    ) -> PatientFactsRow:
+        """Re-derive one patient's row from their current resources; returns it.
+        (``recorded``: the caller has already recorded the derivation.)"""
         compartment = f"Patient/{patient_id}"
         key = self.patient_key(patient_id)
         c = access_facts.c
+        if not recorded:
+            self._record_derivation([patient_id], cause)
         with self.vault.engine.begin() as conn:
             self._lock(conn, [key])
             conn.execute(delete(access_facts).where(c.tenant == self.tenant, c.patient_key == key))
@@ -678,8 +713,12 @@ class RelationshipIndex:
                     h.tenant == self.tenant, h.rtype == "PractitionerRole", h.deleted.is_(False)
                 )
             ).all()
-        for compartment in compartments:
-            self.rebuild_patient(compartment.removeprefix("Patient/"))
+        ids = [c.removeprefix("Patient/") for c in compartments]
+        for i in range(0, len(ids), batch):
+            chunk = ids[i : i + batch]
+            self._record_derivation(chunk, "reindex")
+            for pid in chunk:
+                self.rebuild_patient(pid, recorded=True)
         self._rebuild_roles([str(r.rid) for r in roles], batch)
         return len(compartments)
 

@@ -34,6 +34,7 @@ ACTION_WORDS = {
     "import": "imported",
     "shred": "destroyed",
     "disclosure": "disclosed",
+    "access-index-rebuild": "derived the care-relationship facts from",
 }
 
 

@@ -143,3 +143,79 @@ def test_policy_administration(system: System, nurse: TestClient) -> None:
     assert stale.status_code == 303 and stale.headers["location"].startswith("/reauth")
     assert system.access.policies.generation() == 1
     admin.__exit__(None, None, None)
+
+
+def _answer(page_text: str) -> tuple[str, str]:
+    verdict = re.search(r'id="verdict">(\w+)<', page_text)
+    reasons = re.search(r'id="reasons">([^<]*)<', page_text)
+    assert verdict and reasons, page_text[:2000]
+    return verdict.group(1), html.unescape(reasons.group(1))
+
+
+def test_explaining_a_decision_in_the_console(system: System, nurse: TestClient) -> None:
+    from phiguard.records.hooks import AccessRequest
+
+    pid = (
+        system.vault.repository(OPS)
+        .create({"resourceType": "Patient", "name": [{"family": "Explained"}]})
+        .id
+    )
+    assert nurse.get("/access/explain").status_code == 403
+    officer = client(system, "privacy01")
+    try:
+        form = officer.get("/access/explain")
+        assert form.status_code == 200 and 'id="explain-form"' in form.text
+        csrf = csrf_of(form.text)
+        assert system.access is not None
+        policy = system.access.policy
+        for user, roles, purpose in (
+            ("nurse01", ["nurse"], "TREAT"),
+            ("privacy01", ["privacy_officer"], "HOPERAT"),
+        ):
+            page = officer.post(
+                "/access/explain",
+                data={
+                    "csrf": csrf,
+                    "user": user,
+                    "resource": f"Patient/{pid}",
+                    "action": "read",
+                    "purpose": purpose,
+                },
+            )
+            assert page.status_code == 200, page.text[:800]
+            # What the page says is what the running system decides for that request.
+            ctx = AccessContext(Principal(user, "user", roles=frozenset(roles)), purpose)
+            stored = system.vault.repository(OPS).read("Patient", pid).resource
+            decision = policy.decide(
+                ctx, AccessRequest("read", "Patient", pid, f"Patient/{pid}", stored)
+            )
+            verdict, reasons = _answer(page.text)
+            assert verdict == ("Allowed" if decision.allowed else "Denied")
+            assert reasons == ", ".join(decision.reasons)
+            assert "Facts: care team no" in page.text and f"Patient: {pid}" in page.text
+            assert "Explained" not in page.text  # ids and attributes, never the record
+
+        # Every question is in the ledger, under the officer's name, about the patient.
+        _, entries = system.ledger.search(patient=pid, count=100)
+        asked = [e for e in entries if e["action"] == "access-explain"]
+        assert len(asked) == 2 and all(e["who"] == "user/privacy01" for e in asked)
+
+        for data, says in (
+            ({"user": "nobody", "resource": f"Patient/{pid}"}, "there is no account"),
+            ({"user": "nurse01", "resource": "Patient"}, "Type/id"),
+            ({"user": "nurse01", "resource": "Observation/none"}, "is not stored"),
+            ({"user": "nurse01", "resource": f"Patient/{pid}", "action": "peek"}, "action"),
+            ({"user": "nurse01", "resource": f"Patient/{pid}", "purpose": "FUN"}, "purpose"),
+        ):
+            bad = officer.post("/access/explain", data={"csrf": csrf, **data})
+            assert bad.status_code == 400 and says in html.unescape(bad.text), data
+            assert 'id="verdict"' not in bad.text
+        forged = officer.post(
+            "/access/explain",
+            data={"csrf": "forged", "user": "nurse01", "resource": f"Patient/{pid}"},
+        )
+        assert forged.status_code == 303
+        _, entries = system.ledger.search(patient=pid, count=100)
+        assert len([e for e in entries if e["action"] == "access-explain"]) == 2
+    finally:
+        officer.__exit__(None, None, None)

@@ -240,67 +240,24 @@ def _explain_live(
     policies: Path | None,
 ) -> None:
     """The decision the running system would make now, from the home's store."""
-    from phiguard.access.policy import CedarPolicy, patient_id_of
-    from phiguard.errors import NotFound
-    from phiguard.identity.accounts import Accounts
-    from phiguard.records.compartment import compartment_of
-    from phiguard.records.context import AccessContext, Principal, system_context
-    from phiguard.records.hooks import AccessRequest
-    from phiguard.records.validation import valid_id
+    from phiguard.access.live import explain_live
 
-    rtype, _, rid = reference.partition("/")
-    if not rtype.isalpha() or not valid_id(rid):
-        raise PhiGuardError("--resource is Type/id, e.g. Patient/123")
     with system(home) as sys_:
         services = _services(sys_)
-        account = Accounts.from_system(sys_).get(user_id)
-        try:
-            stored = sys_.vault.repository(system_context()).read(rtype, rid).resource
-        except NotFound:
-            stored = None
-        if stored is None and rtype != "Patient":
-            raise PhiGuardError(f"{rtype}/{rid} is not stored: there is nothing to explain")
-        compartment = compartment_of(stored) if stored is not None else f"Patient/{rid}"
-        request = AccessRequest(action, rtype, rid, compartment, stored)
-        ctx = AccessContext(
-            Principal(
-                account.user_id,
-                "user",
-                roles=frozenset(account.roles),
-                scopes=frozenset(scopes) if scopes else None,
-            ),
-            purpose,
-        )
         engine = _engine(policies) if policies is not None else services.engine
-        result = CedarPolicy(engine, services.attributes).explain(ctx, request)
-        patient = patient_id_of(request)
-        indexed = services.attributes.describe(patient) if patient else ""
-        sys_.record(
-            "access-explain",
-            patient_ids=(patient,) if patient else (),
-            user=account.user_id,
-            resource=f"{rtype}/{rid}",
-            asked=action,
+        live = explain_live(
+            sys_,
+            services,
+            user_id=user_id,
+            reference=reference,
+            action=action,
             purpose=purpose,
-            allowed=result.decision.allowed,
+            scopes=scopes,
+            engine=engine,
         )
-    roles = ", ".join(account.roles) or "no role"
-    console.print(
-        f"User: {account.user_id} ({roles}; {account.status}; "
-        f"department {account.department or '-'})",
-        markup=False,
-    )
-    if account.status != "active":
-        console.print(
-            f"Note: the account is {account.status}: it cannot sign in, and the store "
-            "gives it no relationship to anyone.",
-            markup=False,
-        )
-    if stored is None:
-        console.print(f"Note: {rtype}/{rid} is not stored; decided on the patient's facts.")
-    if patient:
-        console.print(f"Patient: {patient} (indexed: {indexed})", markup=False)
-    _print_explanation(result, engine, rtype)
+    for line in live.notes():
+        console.print(line, markup=False)
+    _print_explanation(live.result, engine, live.reference.partition("/")[0])
 
 
 @app.command("test")

@@ -9,6 +9,10 @@
 - ``/admin/policies``: the running policy set, its history, and replacing one file;
   security administrators only, after re-authentication.  A set that fails
   validation is refused with its problems listed and the running set stays.
+- ``/access/explain``: why a real user would be allowed or refused a real resource
+  now, and which policies decided it (privacy officers and security administrators;
+  each question is recorded in the ledger, see access/live.py).  The question is
+  posted, so patient ids never appear in a URL or the request log.
 
 The rules themselves live in the access services (``phiguard.access``); these pages
 only collect input, insist on re-authentication, and show what the services answer.
@@ -23,9 +27,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from phiguard.access.administration import bundle_files, with_file
+from phiguard.access.facts import ACTIONS, PURPOSES
+from phiguard.access.live import explain_live
 from phiguard.access.wiring import AccessServices
-from phiguard.errors import AccessError, PolicyLoadError
-from phiguard.identity.accounts import Account
+from phiguard.errors import AccessError, NotFound, PolicyLoadError
+from phiguard.identity.accounts import Account, UnknownAccount
 from phiguard.identity.sessions import Session
 from phiguard.system import System
 
@@ -270,3 +276,88 @@ async def replace_policy(request: Request) -> Response:
             back="/admin/policies",
         )
     return redirect(f"/admin/policies?file={quote(name)}&generation={installed.generation}")
+
+
+# -- explaining a decision ----------------------------------------------------------------
+EXPLAINERS = (OFFICER, ADMIN)
+
+
+def _explainer(request: Request) -> tuple[Session, Account, AccessServices] | Response:
+    acting = _acting(request)
+    if isinstance(acting, Response):
+        return acting
+    if not any(role in acting[1].roles for role in EXPLAINERS):
+        return forbidden(request, acting[1])
+    return acting
+
+
+def _explain_page(
+    request: Request,
+    account: Account,
+    *,
+    asked: dict[str, str] | None = None,
+    status: int = 200,
+    **context: object,
+) -> Response:
+    return render(
+        request,
+        "console_explain.html",
+        status=status,
+        account=account,
+        asked=asked or {"user": "", "resource": "", "action": "read", "purpose": "TREAT"},
+        actions=sorted(ACTIONS),
+        purposes=sorted(PURPOSES),
+        **context,
+    )
+
+
+@router.get("/access/explain")
+async def explain_form(request: Request) -> Response:
+    acting = _explainer(request)
+    if isinstance(acting, Response):
+        return acting
+    return _explain_page(request, acting[1])
+
+
+@router.post("/access/explain")
+async def explain_decision(request: Request) -> Response:
+    acting = _explainer(request)
+    if isinstance(acting, Response):
+        return acting
+    _session, officer, services = acting
+    data = await submitted(request)
+    if not check_csrf(request, data.get("csrf")):
+        return redirect("/access/explain")
+    asked = {
+        "user": data.get("user", "").strip()[:64],
+        "resource": data.get("resource", "").strip()[:200],
+        "action": data.get("action", "read"),
+        "purpose": data.get("purpose", "TREAT"),
+    }
+    system: System = request.app.state.system
+    try:
+        live = await run_in_threadpool(
+            lambda: explain_live(
+                system,
+                services,
+                user_id=asked["user"],
+                reference=asked["resource"],
+                action=asked["action"],
+                purpose=asked["purpose"],
+                asked_by=f"user/{officer.user_id}",
+                source=address(request),
+            )
+        )
+    except (AccessError, UnknownAccount, NotFound) as exc:
+        return _explain_page(request, officer, status=400, asked=asked, error=str(exc))
+    result = live.result
+    return _explain_page(
+        request,
+        officer,
+        asked=asked,
+        live=live,
+        allowed=result.decision.allowed,
+        reasons=", ".join(result.decision.reasons),
+        masked=", ".join(result.decision.masked_fields),
+        lines=result.lines(),
+    )

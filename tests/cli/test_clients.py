@@ -28,7 +28,8 @@ def home(template: Path, tmp_path: Path) -> Path:
 def test_add_list_revoke_round_trip(home: Path, tmp_path: Path) -> None:
     public_id = ok(
         "client", "add", "Ward app", "--kind", "public", "--redirect-uri", REDIRECT,
-        "--scope", "openid fhirUser", "--scope", "user/*.rs", "--home", home,
+        "--scope", "openid fhirUser", "--scope", "user/*.rs", "--purpose", "treat",
+        "--purpose", "HPAYMT", "--home", home,
     ).strip()  # fmt: skip
     jwks = tmp_path / "jwks.json"
     jwks.write_text(BackendKey.rsa().jwks())
@@ -45,6 +46,8 @@ def test_add_list_revoke_round_trip(home: Path, tmp_path: Path) -> None:
     assert by_id[public_id]["scopes"] == ["openid", "fhirUser", "user/*.rs"]
     assert by_id[backend_id]["scopes"] == ["system/*.rs"]
     assert by_id[backend_id]["roles"] == ["him"]
+    assert by_id[public_id]["purposes"] == ["TREAT", "HPAYMT"]
+    assert by_id[backend_id]["purposes"] == ["HOPERAT"]
     assert by_id[backend_id]["key_ids"] == ["k1"]
     assert by_id[backend_id]["created_by"].startswith("operator/")
     table = ok("client", "list", "--home", home)
@@ -101,6 +104,8 @@ def test_add_list_revoke_round_trip(home: Path, tmp_path: Path) -> None:
             "public or backend",
         ),
         (("--kind", "public", "--redirect-uri", REDIRECT, "--scope", "user/*.rs?x=1"), "scope"),
+        (("--kind", "public", "--redirect-uri", REDIRECT, "--purpose", "BTG"), "emergency"),
+        (("--kind", "public", "--redirect-uri", REDIRECT, "--purpose", "SPY"), "purpose of use"),
     ],
 )
 def test_bad_registrations_are_one_line_errors_and_store_nothing(

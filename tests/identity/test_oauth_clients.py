@@ -95,3 +95,31 @@ def test_kinds_use_only_their_own_grants(registry: ClientRegistry) -> None:
     registry.revoke(public.client_id, by="operator/t")
     assert registry.active(public.client_id) is None
     assert registry.active("../../etc") is None
+
+
+def test_purposes_of_use_are_registered_not_assumed(registry: ClientRegistry) -> None:
+    uri = ["https://app.example.org/cb"]
+    ward = registry.add("Ward", "public", by="operator/t", redirect_uris=uri)
+    assert ward.purposes == ("TREAT",)
+    feed = registry.add(
+        "Feed", "backend", by="operator/t", jwks=BackendKey.rsa().jwks(), roles=["him"]
+    )
+    assert feed.purposes == ("HOPERAT",)
+    billing = registry.add(
+        "Billing",
+        "public",
+        by="operator/t",
+        redirect_uris=uri,
+        purposes=["hpaymt", "TREAT", "HPAYMT"],
+    )
+    assert billing.purposes == ("HPAYMT", "TREAT")  # order kept: the first is the default
+    assert registry.get(billing.client_id).purposes == ("HPAYMT", "TREAT")
+    before = len(registry.list())
+    for bad, says in (
+        (["BTG"], "emergency purpose"),
+        (["ETREAT"], "emergency"),
+        (["FUN"], "unknown"),
+    ):
+        with pytest.raises(ClientError, match=says):
+            registry.add("Bad", "public", by="operator/t", redirect_uris=uri, purposes=bad)
+    assert len(registry.list()) == before  # nothing registered

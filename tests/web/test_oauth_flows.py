@@ -433,3 +433,28 @@ def test_oversized_token_request_changes_nothing(env: Env) -> None:
     )
     assert response.status_code == 400
     assert response.json() == {"error": "invalid_request"}
+
+
+def test_an_application_acts_only_for_its_registered_purposes(env: Env) -> None:
+    def get(token: str, purpose: str | None = None) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        if purpose is not None:
+            headers["X-Purpose-Of-Use"] = purpose
+        return requests.get(f"{env.server.fhir}/Patient/nobody", headers=headers, timeout=10)
+
+    ward = sign_in_and_get_tokens(env, "doc03", "user/*.rs")["access_token"]
+    assert get(ward).status_code == 404  # TREAT by default: decided, and absent
+    assert get(ward, "TREAT").status_code == 404
+    # The person's emergency purposes pass to the policies (no grant here: absent).
+    assert get(ward, "BTG").status_code == 404
+    refused = get(ward, "HRESCH")
+    assert refused.status_code == 403
+    outcome = refused.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "may not act for purpose of use HRESCH (allowed: TREAT, ETREAT, BTG)" in refused.text
+
+    feed = backend_session(env).fetch_token(env.token_url, grant_type="client_credentials")
+    token = feed["access_token"]
+    assert get(token).status_code not in (401, 403)  # HOPERAT by default
+    for purpose in ("TREAT", "BTG"):
+        assert get(token, purpose).status_code == 403, purpose

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from phiguard.clock import isoformat
 from phiguard.errors import PhiGuardError
-from phiguard.identity.clients import KINDS, MAX_JWKS_BYTES, Client, ClientRegistry
+from phiguard.identity.clients import APP_PURPOSES, KINDS, MAX_JWKS_BYTES, Client, ClientRegistry
 from phiguard.roles import ROLES
 
 from .common import HomeOption, console, err, system
@@ -65,6 +65,14 @@ def add(
         list[str] | None,
         typer.Option("--role", help=f"a role its tokens carry (backend): {', '.join(ROLES)}"),
     ] = None,
+    purpose: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--purpose",
+            help=f"a purpose of use it may declare (repeatable; the first is its default): "
+            f"{', '.join(APP_PURPOSES)}; default TREAT (public) or HOPERAT (backend)",
+        ),
+    ] = None,
 ) -> None:
     """Register an application; prints its client id."""
     key_set = _read_jwks(jwks) if jwks is not None else None
@@ -77,12 +85,14 @@ def add(
             scopes=scope or [],
             jwks=key_set,
             roles=role or [],
+            purposes=purpose or [],
             source=SOURCE,
         )
     print(client.client_id)
     err.print(
         escape(
-            f"Registered {client.kind} client {client.name!r}; scopes: {' '.join(client.scopes)}"
+            f"Registered {client.kind} client {client.name!r}; scopes: {' '.join(client.scopes)}; "
+            f"purposes: {' '.join(client.purposes)}"
         )
     )
 
@@ -95,6 +105,7 @@ def _as_json(client: Client) -> dict[str, object]:
         "redirect_uris": list(client.redirect_uris),
         "scopes": list(client.scopes),
         "roles": list(client.roles),
+        "purposes": list(client.purposes),
         "key_ids": list(client.key_ids),
         "created_at": isoformat(client.created_at),
         "created_by": client.created_by,
@@ -115,7 +126,9 @@ def list_(
     if format_ == "json":
         print(json.dumps([_as_json(c) for c in clients], indent=2))
         return
-    table = Table("client id", "name", "kind", "scopes", "redirect URIs / keys", "status")
+    table = Table(
+        "client id", "name", "kind", "scopes", "purposes", "redirect URIs / keys", "status"
+    )
     for c in clients:
         where = ", ".join(c.redirect_uris) if c.kind == "public" else ", ".join(c.key_ids)
         status = f"revoked {isoformat(c.revoked_at)}" if c.revoked_at else "active"
@@ -124,6 +137,7 @@ def list_(
             escape(c.name),
             c.kind,
             escape(" ".join(c.scopes)),
+            " ".join(c.purposes),
             escape(where),
             status,
         )

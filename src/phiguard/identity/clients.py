@@ -14,9 +14,17 @@ There are no client secrets at all: a shared secret is one more thing to leak fr
 database or a config file, and asymmetric keys cost the client nothing more.
 
 ``scopes`` is the ceiling of what the app may ever be granted (see
-``oauth_scopes``).  Revoking a client ends it at once: its refresh tokens, the
-access tokens issued with them and its unused codes are revoked in the same
-transaction, and tokens it obtained as a backend fail ``live_principal``.
+``oauth_scopes``).  ``purposes`` are the purposes of use (HL7 PurposeOfUse) its
+requests may declare in ``X-Purpose-Of-Use``, the first being what a request
+without the header acts for: by default TREAT for a user's app and HOPERAT for a
+backend service, so a clinical app cannot quietly act for payment or research.
+The emergency purposes (BTG, ETREAT) are never registered: break-the-glass is a
+person's declaration.  A user's app may carry them for its user (they count only
+with that person's own running grant); a backend service never can.
+
+Revoking a client ends it at once: its refresh tokens, the access tokens issued
+with them and its unused codes are revoked in the same transaction, and tokens it
+obtained as a backend fail ``live_principal``.
 """
 
 from __future__ import annotations
@@ -58,6 +66,11 @@ if TYPE_CHECKING:
     from phiguard.system import System
 
 Kind = Literal["public", "backend"]
+
+APP_PURPOSES: tuple[str, ...] = ("TREAT", "HPAYMT", "HOPERAT", "HRESCH", "PUBHLTH")
+"""Purposes of use an application may be registered for (never BTG or ETREAT)."""
+DEFAULT_PURPOSES: dict[str, tuple[str, ...]] = {"public": ("TREAT",), "backend": ("HOPERAT",)}
+EMERGENCY_PURPOSES: tuple[str, ...] = ("ETREAT", "BTG")
 KINDS: tuple[Kind, ...] = ("public", "backend")
 
 CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -104,6 +117,7 @@ class Client:
     created_at: dt.datetime
     created_by: str
     revoked_at: dt.datetime | None
+    purposes: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -210,12 +224,14 @@ class ClientRegistry:
         scopes: Iterable[str] = (),
         jwks: str | dict[str, Any] | None = None,
         roles: Iterable[str] = (),
+        purposes: Iterable[str] = (),
         source: str = "",
     ) -> Client:
         """Register an application; ``ClientError`` names the first thing that is wrong."""
         label = _name(name)
         if kind not in KINDS:
             raise ClientError("the client kind must be public or backend")
+        purpose_list = _purposes(kind, purposes)
         uris = _redirect_uris(redirect_uris)
         scope_list = _scopes(kind, scopes)
         key_set = _jwks(jwks) if jwks is not None else None
@@ -250,6 +266,7 @@ class ClientRegistry:
                     scopes=sc.join(scope_list),
                     jwks=None if key_set is None else json.dumps(key_set),
                     roles=" ".join(role_list),
+                    purposes=" ".join(purpose_list),
                     created_at=now_us(now),
                     created_by=by,
                     revoked_at=None,
@@ -266,6 +283,7 @@ class ClientRegistry:
                 scopes=scope_list,
                 redirect_uris=uris,
                 roles=role_list,
+                purposes=purpose_list,
                 key_ids=[str(k.get("kid", "-")) for k in (key_set or {}).get("keys", [])],
             )
         return self.get(client_id)
@@ -512,6 +530,31 @@ def _b64decode(text: str) -> bytes:
         return b""
 
 
+def _purposes(kind: str, values: Iterable[str]) -> list[str]:
+    """The registered purposes in the order given (the first is the default)."""
+    out: list[str] = []
+    for value in values:
+        code = value.strip().upper()
+        if code in EMERGENCY_PURPOSES:
+            raise ClientError(
+                "an application is never registered for an emergency purpose (BTG, ETREAT): "
+                "break-the-glass is declared by a person"
+            )
+        if code not in APP_PURPOSES:
+            raise ClientError(
+                f"unknown purpose of use {value!r}; allowed: {', '.join(APP_PURPOSES)}"
+            )
+        if code not in out:
+            out.append(code)
+    return out or list(DEFAULT_PURPOSES[kind])
+
+
+def registered_purposes(kind: str, stored: str | None) -> tuple[str, ...]:
+    """A client's purposes from its row (NULL: the default of its kind)."""
+    found = tuple(str(stored or "").split())
+    return found or DEFAULT_PURPOSES.get(kind, DEFAULT_PURPOSES["backend"])
+
+
 def _client(row: Any) -> Client:
     kind: Kind = "public" if row.kind == "public" else "backend"
     return Client(
@@ -526,4 +569,5 @@ def _client(row: Any) -> Client:
         created_at=from_us(int(row.created_at)),
         created_by=str(row.created_by),
         revoked_at=None if row.revoked_at is None else from_us(int(row.revoked_at)),
+        purposes=registered_purposes(kind, row.purposes),
     )

@@ -39,6 +39,8 @@ from phiguard.records.context import Principal
 from phiguard.store.engine import now_us
 from phiguard.store.tables import oauth_clients, oauth_revoked_tokens, revocations, users
 
+from .clients import EMERGENCY_PURPOSES, registered_purposes
+
 if TYPE_CHECKING:
     from phiguard.system import System
 
@@ -275,11 +277,11 @@ class TokenService:
                 # The app the user let act for them: once revoked, none of its tokens
                 # works, not only those issued with a refresh token (which the
                 # revocation lists by id).  Operator tokens name no registered client.
-                client_revoked = (
-                    select(oauth_clients.c.revoked_at)
-                    .where(oauth_clients.c.client_id == claims.client_id)
-                    .scalar_subquery()
-                )
+                app = oauth_clients.c
+
+                def of_app(column: Any) -> Any:
+                    return select(column).where(app.client_id == claims.client_id).scalar_subquery()
+
                 row = conn.execute(
                     select(
                         users.c.status,
@@ -287,7 +289,9 @@ class TokenService:
                         users.c.display_name,
                         cutoff.label("cutoff"),
                         revoked_jti.label("revoked"),
-                        client_revoked.label("client_revoked"),
+                        of_app(app.revoked_at).label("client_revoked"),
+                        of_app(app.kind).label("client_kind"),
+                        of_app(app.purposes).label("client_purposes"),
                     ).where(users.c.user_id == claims.subject)
                 ).first()
                 if (
@@ -305,12 +309,21 @@ class TokenService:
                     display=str(row.display_name),
                     roles=roles,
                     scopes=claims.scopes,
+                    # A token an operator issued names no registered app: no limit.
+                    # An app acting for a person also carries that person's emergency
+                    # purposes; only the person's own running grant makes them count.
+                    purposes=None
+                    if row.client_kind is None
+                    else registered_purposes(str(row.client_kind), row.client_purposes)
+                    + EMERGENCY_PURPOSES,
                 )
             client = conn.execute(
                 select(
                     oauth_clients.c.revoked_at,
                     oauth_clients.c.roles,
                     oauth_clients.c.name,
+                    oauth_clients.c.kind,
+                    oauth_clients.c.purposes,
                     revoked_jti.label("revoked"),
                 ).where(oauth_clients.c.client_id == claims.subject)
             ).first()
@@ -322,6 +335,7 @@ class TokenService:
             display=str(client.name),
             roles=frozenset(str(client.roles).split()),
             scopes=claims.scopes,
+            purposes=registered_purposes(str(client.kind), client.purposes),
         )
 
 

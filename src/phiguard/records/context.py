@@ -15,6 +15,9 @@ class Principal:
     display: str = ""
     roles: frozenset[str] = frozenset()
     scopes: frozenset[str] | None = None  # OAuth scopes; None = not a token-bound caller
+    purposes: tuple[str, ...] | None = None
+    """The purposes of use an application may declare, the first being its default;
+    None for callers no registration limits (console users, operators)."""
 
     @property
     def reference(self) -> str:

@@ -320,6 +320,7 @@ oauth_clients = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("created_by", String(200), nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
+    Column("purposes", Text, nullable=True),  # space-separated; NULL: the kind's default
 )
 
 # Authorization codes (single use, 60 s), kept only as SHA-256 of the code.

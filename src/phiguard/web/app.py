@@ -90,9 +90,21 @@ def bearer_authenticator(
         else:
             principal = authenticate_api_token(system, token)
             default_purpose = "HOPERAT"
-        purpose = request.headers.get("x-purpose-of-use", default_purpose).upper()
+        allowed = principal.purposes
+        if allowed:
+            # An application acts for the purposes it was registered for (the first
+            # is its default); any other is refused before anything is read.
+            default_purpose = allowed[0]
+        purpose = request.headers.get("x-purpose-of-use", default_purpose).strip().upper()
         if purpose not in PURPOSES:
             raise ApiError(400, "invalid", "unknown purpose of use")
+        if allowed is not None and purpose not in allowed:
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this application may not act for purpose of use {purpose} "
+                f"(allowed: {', '.join(allowed)})",
+            )
         return AccessContext(
             principal=principal,
             purpose=purpose,

@@ -300,6 +300,20 @@ sessions = Table(
     Index("ix_sessions_user", "user_id"),
 )
 
+# Pending WebAuthn ceremonies (identity/challenges.py): one challenge per (session
+# handle, ceremony), single use, two minutes.  In the database so that the two halves
+# of a ceremony may reach different server processes.
+webauthn_challenges = Table(
+    "webauthn_challenges",
+    metadata,
+    Column("handle", String(64), nullable=False),
+    Column("ceremony", String(16), nullable=False),
+    Column("challenge", LargeBinary(128), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("handle", "ceremony"),
+    Index("ix_webauthn_challenges_expiry", "expires_at"),
+)
+
 # --- OAuth2 / SMART on FHIR (see src/phiguard/identity/tokens.py, oauth.py) ---------
 
 # Registered applications.  ``kind``: ``public`` (a browser or mobile app: PKCE, no

@@ -32,6 +32,7 @@ from phiguard.fhir.outcome import ApiError, FhirResponse, error_response, outcom
 from phiguard.fhir.paging import PageStore
 from phiguard.fhir.routes import router as fhir_router
 from phiguard.identity.accounts import Accounts
+from phiguard.identity.challenges import ChallengeStore
 from phiguard.identity.sessions import SessionStore
 from phiguard.identity.tokens import TokenService
 from phiguard.monitor.emergency import break_glass_notifier
@@ -165,6 +166,7 @@ def create_app(
         accounts=accounts,
         sessions=SessionStore(system.engine, system.clock, is_revoked=accounts.is_revoked),
         secure_cookies=tls,
+        challenges=ChallengeStore(system.engine, system.clock),
     )
     app.state.authenticate = authenticate or bearer_authenticator(system, app.state.tokens)
     app.state.max_body_bytes = system.settings.max_body_bytes

@@ -3,8 +3,9 @@
 The ceremonies need the browser's ``navigator.credentials`` API, so these are the
 console's only JSON endpoints, called by our one script file (``/static/webauthn.js``;
 the CSP allows no other).  Each state-changing call carries the CSRF token in the
-``X-CSRF-Token`` header.  The challenge of a ceremony is kept server-side, per
-session and for two minutes, and is used once.
+``X-CSRF-Token`` header.  The challenge of a ceremony is kept server-side, in the
+database (identity/challenges.py: every server process sees it), per session and
+for two minutes, and is used once.
 
 The relying party is the configured public base URL; without one, only a loopback
 host (``localhost``) is accepted, since browsers refuse WebAuthn on bare IP
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
-import time
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
@@ -37,33 +36,8 @@ from .pages import address, redirect, safe_next, signed_in, submitted
 from .session import check_csrf, console, current_session, session_id, set_session_cookie
 
 router = APIRouter(include_in_schema=False)
-CHALLENGE_TTL_S = 120
 MAX_BODY = 64 * 1024
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
-
-
-class _Challenges:
-    """One pending challenge per (session, ceremony), used once, expiring."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: dict[tuple[str, str], tuple[bytes, float]] = {}
-
-    def put(self, handle: str, ceremony: str, challenge: bytes) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._items = {k: v for k, v in self._items.items() if v[1] > now}
-            self._items[(handle, ceremony)] = (challenge, now + CHALLENGE_TTL_S)
-
-    def take(self, handle: str, ceremony: str) -> bytes | None:
-        with self._lock:
-            item = self._items.pop((handle, ceremony), None)
-        if item is None or item[1] < time.monotonic():
-            return None
-        return item[0]
-
-
-_challenges = _Challenges()
 
 
 def relying_party(request: Request) -> WebAuthnService | None:
@@ -138,7 +112,7 @@ async def registration_options(request: Request) -> Response:
     options, challenge = await run_in_threadpool(
         service.registration_options, account.user_id, account.display_name
     )
-    _challenges.put(session.handle, "register", challenge)
+    await run_in_threadpool(console(request).challenges.put, session.handle, "register", challenge)
     return Response(options, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
@@ -151,7 +125,9 @@ async def register(request: Request) -> Response:
     if not check_csrf(request, request.headers.get("x-csrf-token")):
         return _json_error(403, "the page expired; reload it")
     data = await _payload(request)
-    challenge = _challenges.take(session.handle, "register")
+    challenge = await run_in_threadpool(
+        console(request).challenges.take, session.handle, "register"
+    )
     service = relying_party(request)
     if data is None or challenge is None or service is None:
         return _json_error(400, "the key could not be registered; try again")
@@ -230,7 +206,7 @@ async def authentication_options(request: Request) -> Response:
         options, challenge = await run_in_threadpool(service.authentication_options, user_id)
     except EnrolmentError:
         return _json_error(409, "no security key is registered; use a code")
-    _challenges.put(handle, "authenticate", challenge)
+    await run_in_threadpool(console(request).challenges.put, handle, "authenticate", challenge)
     return Response(options, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
@@ -243,7 +219,7 @@ async def authenticate(request: Request) -> Response:
     if not check_csrf(request, request.headers.get("x-csrf-token")):
         return _json_error(403, "the page expired; reload it")
     data = await _payload(request)
-    challenge = _challenges.take(handle, "authenticate")
+    challenge = await run_in_threadpool(console(request).challenges.take, handle, "authenticate")
     service = relying_party(request)
     accounts = console(request).accounts
     throttle = accounts.throttle

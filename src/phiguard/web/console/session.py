@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from phiguard.identity.accounts import Accounts
+from phiguard.identity.challenges import ChallengeStore
 from phiguard.identity.sessions import Session, SessionInvalid, SessionStore
 
 SECURE_COOKIE = "__Host-phiguard"
@@ -36,6 +37,7 @@ class Console:
     accounts: Accounts
     sessions: SessionStore
     secure_cookies: bool
+    challenges: ChallengeStore
 
 
 def console(request: Request) -> Console:

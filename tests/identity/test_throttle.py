@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
 from sqlalchemy import func, select
@@ -11,7 +12,9 @@ from phiguard.audit.events import AuditEvent, ListAuditSink
 from phiguard.clock import FixedClock
 from phiguard.identity.throttle import LoginThrottle, ThrottlePolicy
 from phiguard.records.vault import Vault
-from phiguard.store.tables import account_throttle
+from phiguard.store import migrate
+from phiguard.store.engine import make_engine
+from phiguard.store.tables import account_throttle, address_throttle
 
 ADDR = "198.51.100.7"
 # Address budget out of the way unless a test is about it.
@@ -161,6 +164,71 @@ def test_address_budget(vault: Vault, clock: FixedClock, audit_sink: ListAuditSi
     assert not throttle.check("user0", ADDR).allowed
 
 
+def _other_process(
+    vault: Vault, clock: FixedClock, sink: ListAuditSink, **policy: object
+) -> LoginThrottle:
+    """The same database through another engine, as another server process has it."""
+    base = {"address_burst": 10_000, **policy}
+    engine = make_engine(str(vault.engine.url))
+    return LoginThrottle(engine, clock, sink, ThrottlePolicy(**base))  # type: ignore[arg-type]
+
+
+def test_every_process_draws_on_one_address_budget(
+    vault: Vault, clock: FixedClock, audit_sink: ListAuditSink
+) -> None:
+    policy = {"address_burst": 6, "address_refill": dt.timedelta(minutes=1)}
+    one = make(vault, clock, audit_sink, **policy)
+    two = _other_process(vault, clock, audit_sink, **policy)
+    try:
+        for i in range(6):
+            (one if i % 2 else two).record_failure(f"user{i}", ADDR)
+        for throttle in (one, two):
+            decision = throttle.check("someone-else", ADDR)
+            assert not decision.allowed and decision.reason == "address-backoff"
+    finally:
+        two.engine.dispose()
+
+
+def test_concurrent_failures_never_spend_the_same_token(
+    vault: Vault, clock: FixedClock, audit_sink: ListAuditSink
+) -> None:
+    policy = {"address_burst": 100, "address_refill": dt.timedelta(hours=1)}
+    one = make(vault, clock, audit_sink, **policy)
+    two = _other_process(vault, clock, audit_sink, **policy)
+    try:
+        one.record_failure("first", ADDR)  # the row exists; the race is on spending
+
+        def fail(throttle: LoginThrottle, n: int) -> None:
+            for k in range(10):
+                throttle.record_failure(f"u{n}-{k}", ADDR, known_account=False)
+
+        threads = [threading.Thread(target=fail, args=(one if n % 2 else two, n)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with vault.engine.connect() as conn:
+            tokens = conn.execute(select(address_throttle.c.tokens)).scalar_one()
+        assert tokens == pytest.approx(100 - 1 - 60)  # 61 failures, 61 tokens, none lost
+    finally:
+        two.engine.dispose()
+
+
+def test_a_refilled_bucket_is_swept(
+    vault: Vault, clock: FixedClock, audit_sink: ListAuditSink
+) -> None:
+    throttle = make(
+        vault, clock, audit_sink, address_burst=3, address_refill=dt.timedelta(seconds=10)
+    )
+    throttle.record_failure("a", ADDR)
+    clock.advance(seconds=31)  # full again after 3 x 10 s
+    throttle.record_failure("b", "203.0.113.9")
+    with vault.engine.connect() as conn:
+        kept = [r.address_key for r in conn.execute(select(address_throttle.c.address_key))]
+    assert kept == ["203.0.113.9"]
+    assert throttle.check("c", ADDR).allowed
+
+
 def test_ipv6_counted_per_64(vault: Vault, clock: FixedClock, audit_sink: ListAuditSink) -> None:
     throttle = make(vault, clock, audit_sink, address_burst=2)
     throttle.record_failure("a", "2001:db8:1:2::1")
@@ -250,3 +318,37 @@ def _assert_no_names_or_passwords(event: AuditEvent) -> None:
     text = repr(event)
     for secret in ("victim", "user", "leaked-password", "Winter2025"):
         assert secret not in text
+
+
+def test_the_shared_budget_holds_on_postgresql(clock: FixedClock) -> None:
+    from tests.support.postgres import fresh_database, shared_postgres
+
+    policy = ThrottlePolicy(address_burst=50, address_refill=dt.timedelta(hours=1))
+    with shared_postgres() as server, fresh_database(server, "throttle") as url:
+        engines = [make_engine(url), make_engine(url)]
+        try:
+            migrate.upgrade(engines[0])
+            sink = ListAuditSink()
+            one, two = (LoginThrottle(e, clock, sink, policy) for e in engines)
+
+            def fail(throttle: LoginThrottle, n: int) -> None:
+                for k in range(8):
+                    throttle.record_failure(f"u{n}-{k}", ADDR, known_account=False)
+
+            threads = [
+                threading.Thread(target=fail, args=(one if n % 2 else two, n)) for n in range(6)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            with engines[0].connect() as conn:
+                tokens = conn.execute(select(address_throttle.c.tokens)).scalar_one()
+            assert tokens == pytest.approx(50 - 48)
+            one.record_failure("x", ADDR)
+            one.record_failure("y", ADDR)
+            decision = two.check("z", ADDR)
+            assert not decision.allowed and decision.reason == "address-backoff"
+        finally:
+            for e in engines:
+                e.dispose()

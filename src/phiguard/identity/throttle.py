@@ -14,6 +14,9 @@ hopeless without letting an attacker lock users out at will.  Three budgets:
   ``address_refill``.  It stops one source from guessing across many accounts;
   successes do not refill it, or an attacker would interleave log-ins to an account
   of their own.  IPv6 addresses are counted per /64 (one host usually owns one).
+  The buckets live in ``address_throttle`` and are spent with one atomic UPDATE, so
+  every process draws on the same budget; a bucket that has refilled completely is
+  swept.
 * Detection, in memory: one address failing for many distinct accounts in a window
   (credential stuffing), and one password failing for many distinct accounts in a
   window (password spraying).  Passwords are never kept: each attempted password is
@@ -22,10 +25,11 @@ hopeless without letting an attacker lock users out at will.  Three budgets:
   per source or password per window, with counts only -- never the account names
   tried, because people type passwords into the user-name field.
 
-The address buckets and detectors are per process: a multi-process deployment sees
-each process's share only (the per-account counters and locks are exact, being in
-the database).  Moving them to shared storage is future work; the thresholds then
-apply to the whole deployment instead of each process.
+The detectors are per process: a multi-process deployment sees each process's share
+of the failures (the per-account counters, locks and address budgets are exact,
+being in the database).  Sharing them would mean storing fingerprints of attempted
+passwords where every process can read them, under a key they all hold: a list of
+near-miss passwords, cheap to test offline.  Not worth a detector's reach.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from sqlalchemy.exc import IntegrityError
 from phiguard.audit.events import AuditEvent, AuditSink
 from phiguard.clock import Clock
 from phiguard.store.engine import from_us, now_us
-from phiguard.store.tables import account_throttle
+from phiguard.store.tables import account_throttle, address_throttle
 
 # ``locked_until`` of a lock only an administrator lifts: as late as a datetime goes
 # (with a margin), so every reader can still convert it.
@@ -71,7 +75,7 @@ class ThrottlePolicy:
     stuffing_accounts: int = 20
     spraying_window: dt.timedelta = dt.timedelta(hours=1)
     spraying_accounts: int = 10
-    max_tracked: int = 100_000  # addresses / fingerprints held in memory, oldest dropped
+    max_tracked: int = 100_000  # sources / fingerprints the detectors hold, oldest dropped
 
     def delay(self, failures: int) -> dt.timedelta:
         """How long after the ``failures``-th consecutive failure the next try waits."""
@@ -109,14 +113,6 @@ class AccountState:
 
 
 ALLOWED = ThrottleDecision(True)
-
-
-class _Bucket:
-    __slots__ = ("tokens", "updated")
-
-    def __init__(self, tokens: float, updated: float) -> None:
-        self.tokens = tokens
-        self.updated = updated
 
 
 class _Window:
@@ -176,7 +172,6 @@ class LoginThrottle:
         self.policy = policy or ThrottlePolicy()
         self._key = fingerprint_key or secrets.token_bytes(32)
         self._lock = threading.Lock()
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         p = self.policy
         events = 4 * max(p.stuffing_accounts, p.spraying_accounts)
         self._stuffing = _Window(p.stuffing_window, p.max_tracked, events)
@@ -189,7 +184,7 @@ class LoginThrottle:
         account = self._account_decision(user_id, now)
         if not account.allowed:
             return account
-        return self._address_decision(_address_key(address), now.timestamp())
+        return self._address_decision(_address_key(address), now)
 
     def _account_decision(self, user_id: str, now: dt.datetime) -> ThrottleDecision:
         state = self.account_state(user_id)
@@ -206,20 +201,24 @@ class LoginThrottle:
             return ThrottleDecision(False, "account-backoff", ready - now)
         return ALLOWED
 
-    def _address_decision(self, key: str, now: float) -> ThrottleDecision:
-        with self._lock:
-            bucket = self._buckets.get(key)
-            if bucket is None:
-                return ALLOWED
-            tokens = self._refilled(bucket, now)
+    def _address_decision(self, key: str, now: dt.datetime) -> ThrottleDecision:
+        t = address_throttle.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.tokens, t.updated).where(t.address_key == key[:64])).first()
+        if row is None:
+            return ALLOWED
+        tokens = min(
+            float(self.policy.address_burst),
+            float(row.tokens) + (now_us(now) - int(row.updated)) * self._rate_per_us,
+        )
         if tokens >= 1:
             return ALLOWED
         wait = (1 - tokens) * self.policy.address_refill.total_seconds()
         return ThrottleDecision(False, "address-backoff", dt.timedelta(seconds=wait))
 
-    def _refilled(self, bucket: _Bucket, now: float) -> float:
-        rate = 1 / self.policy.address_refill.total_seconds()
-        return min(float(self.policy.address_burst), bucket.tokens + (now - bucket.updated) * rate)
+    @property
+    def _rate_per_us(self) -> float:
+        return 1 / (self.policy.address_refill.total_seconds() * 1_000_000)
 
     def account_state(self, user_id: str) -> AccountState:
         with self.engine.connect() as conn:
@@ -261,8 +260,8 @@ class LoginThrottle:
                 hashlib.sha256,
             ).hexdigest()
         alerts: list[AuditEvent] = []
+        self._consume(key, now)
         with self._lock:
-            self._consume(key, ts)
             events = self._stuffing.add(key, ts, user_id, key)
             accounts = len({e[1] for e in events})
             if accounts >= self.policy.stuffing_accounts and self._stuffing.should_alert(key, ts):
@@ -300,16 +299,39 @@ class LoginThrottle:
             self.audit.record(event)
         return self.check(user_id, address)
 
-    def _consume(self, key: str, now: float) -> None:
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(float(self.policy.address_burst), now)
-            while len(self._buckets) > self.policy.max_tracked:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
-        bucket.tokens = max(0.0, self._refilled(bucket, now) - 1)
-        bucket.updated = now
+    def _consume(self, key: str, now: dt.datetime) -> None:
+        """Spend one token of the address's bucket in one statement (refill, cap,
+        spend), so concurrent failures in any process never spend the same token."""
+        t = address_throttle.c
+        at = now_us(now)
+        burst = float(self.policy.address_burst)
+        refilled = t.tokens + (at - t.updated) * self._rate_per_us
+        capped = case((refilled > burst, burst), else_=refilled)
+        spent = case((capped < 1.0, 0.0), else_=capped - 1.0)
+        full_after = int(burst * self.policy.address_refill.total_seconds() * 1_000_000)
+        address = key[:64]
+        for attempt in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    # A bucket that has refilled completely says nothing: sweep it.
+                    conn.execute(delete(address_throttle).where(t.updated < at - full_after))
+                    changed = conn.execute(
+                        update(address_throttle)
+                        .where(t.address_key == address)
+                        .values(tokens=spent, updated=at)
+                    )
+                    if changed.rowcount == 0:
+                        conn.execute(
+                            insert(address_throttle).values(
+                                address_key=address, tokens=burst - 1, updated=at
+                            )
+                        )
+                return
+            except IntegrityError:
+                # Another process counted this address's first failure at the same
+                # moment: the retry finds its row and spends from it.
+                if attempt:
+                    raise
 
     def _count_failure(self, user_id: str, now: dt.datetime, request_id: str) -> None:
         t = account_throttle.c

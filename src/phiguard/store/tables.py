@@ -223,6 +223,18 @@ account_throttle = Table(
     Column("last_failure", BigInteger, nullable=False),
 )
 
+# Per client address (IPv6: per /64), a token bucket of failed log-ins
+# (identity/throttle.py).  ``updated`` in epoch microseconds; rows whose bucket has
+# refilled completely are swept.
+address_throttle = Table(
+    "address_throttle",
+    metadata,
+    Column("address_key", String(64), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated", BigInteger, nullable=False),
+    Index("ix_address_throttle_updated", "updated"),
+)
+
 # Workforce accounts.  ``roles`` is a JSON array (text, so SQLite and PostgreSQL store
 # it alike); ``password_hash`` is argon2id in PHC format, never a password.
 # ``terminated_at`` is the effective termination date that monitoring compares access

@@ -52,6 +52,7 @@ class Settings:
     recovery_public_key: str = ""
     audit_retention_days: int = 2192  # six years: 45 CFR 164.316(b)(2)
     access_resident_patients: int = 50_000  # a server's facts held in memory (0: on demand)
+    access_care_window_days: int = 30  # an encounter or appointment this recent is care
 
     @property
     def is_demo(self) -> bool:
@@ -129,6 +130,9 @@ def from_dict(root: Path, doc: dict[str, Any]) -> Settings:
     resident = settings.access_resident_patients
     if isinstance(resident, bool) or not isinstance(resident, int) or resident < 0:
         raise ConfigError("access_resident_patients must be a whole number, 0 or more")
+    window = settings.access_care_window_days
+    if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= 366:
+        raise ConfigError("access_care_window_days must be a whole number from 0 to 366")
     return settings
 
 

@@ -7,6 +7,7 @@ before touching any data.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import os
@@ -155,7 +156,7 @@ def open_with(
         # own jobs go to its operator-only fallback (docs/access.md).
         from phiguard.access.wiring import build_access
 
-        access = build_access(vault)
+        access = build_access(vault, window=dt.timedelta(days=settings.access_care_window_days))
     return System(settings, engine, provider, keyring, vault, clock, ledger, access)
 
 

@@ -30,7 +30,7 @@ from phiguard.errors import ConfigError
 from phiguard.records.context import Principal
 from phiguard.records.vault import Vault
 from phiguard.store.engine import make_engine
-from phiguard.system import System
+from phiguard.system import System, open_system
 from phiguard.web.app import create_app
 
 from .world import PASSPHRASE, World, build_world
@@ -241,7 +241,37 @@ def test_the_server_holds_the_facts_unless_told_not_to(
         assert app.state.resident_facts is None
 
 
-@pytest.mark.parametrize("value", [-1, "many", True])
-def test_a_bad_resident_setting_is_refused(tmp_path: Path, value: Any) -> None:
-    with pytest.raises(ConfigError, match="access_resident_patients"):
-        from_dict(tmp_path, {"phiguard": {"access_resident_patients": value}})
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("access_resident_patients", -1),
+        ("access_resident_patients", "many"),
+        ("access_resident_patients", True),
+        ("access_care_window_days", -1),
+        ("access_care_window_days", 400),
+        ("access_care_window_days", "30"),
+    ],
+)
+def test_bad_access_settings_are_refused(tmp_path: Path, name: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=name):
+        from_dict(tmp_path, {"phiguard": {name: value}})
+
+
+def test_the_care_window_comes_from_the_settings(
+    home: tuple[System, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system, _token = home
+    assert system.access is not None
+    assert system.access.attributes.window == dt.timedelta(days=30)
+    root = system.settings.home
+    system.close()
+    cfg = root / "phiguard.toml"
+    cfg.write_text(
+        cfg.read_text().replace("access_care_window_days = 30", "access_care_window_days = 7")
+    )
+    reopened = open_system(root)
+    try:
+        assert reopened.access is not None
+        assert reopened.access.attributes.window == dt.timedelta(days=7)
+    finally:
+        reopened.close()

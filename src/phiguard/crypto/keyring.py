@@ -35,6 +35,7 @@ BACKUP_COMPARTMENT = "__system__"
 AUDIT_COMPARTMENT = "__audit__"
 IDENTITY_COMPARTMENT = "__identity__"
 MONITOR_COMPARTMENT = "__monitor__"  # monitoring datasets, alert evidence, notes
+EXPORT_COMPARTMENT = "__export__"  # bulk export files, for the hour they are kept
 RESERVED = frozenset(
     {
         INDEX_COMPARTMENT,
@@ -42,6 +43,7 @@ RESERVED = frozenset(
         AUDIT_COMPARTMENT,
         IDENTITY_COMPARTMENT,
         MONITOR_COMPARTMENT,
+        EXPORT_COMPARTMENT,
     }
 )
 _PENDING = "phiguard.pending_keys"

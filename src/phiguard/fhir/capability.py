@@ -73,7 +73,11 @@ def capability_statement(base: str, now: str) -> dict[str, Any]:
                 {
                     "name": "everything",
                     "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                }
+                },
+                {
+                    "name": "export",
+                    "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+                },
             ]
         resources.append(entry)
     return {
@@ -97,6 +101,12 @@ def capability_statement(base: str, now: str) -> dict[str, Any]:
                 "security": _security(base),
                 "resource": resources,
                 "interaction": [{"code": "batch"}, {"code": "transaction"}],
+                "operation": [
+                    {
+                        "name": "export",
+                        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+                    }
+                ],
             }
         ],
     }

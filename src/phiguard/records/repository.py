@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -1243,6 +1243,90 @@ class Repository:
                 break_glass=used_break_glass,
             )
         return out
+
+    # -- bulk export -----------------------------------------------------------------
+    def export_allowed(self, types: Sequence[str]) -> None:
+        """Refuse (``AccessDenied``, recorded) unless the caller may export every type."""
+        for rtype in types:
+            self._check_type(rtype)
+        for rtype in types:
+            self._require(AccessRequest("export", rtype, None, None, None), None)
+
+    def export(
+        self,
+        types: Sequence[str],
+        *,
+        since_us: int | None = None,
+        patients_only: bool = False,
+        batch: int = 500,
+    ) -> Iterator[tuple[str, list[StoredResource]]]:
+        """Every current resource of ``types`` the caller may export, ``batch`` at a time.
+
+        Each type is decided first (``export_allowed``); then every resource on its own
+        body, as a search result is: one the caller may not export is left out, and
+        the masks of its decision are applied.  Each batch is one ledger event naming
+        every patient whose data it returned, with the counts returned and withheld.
+        ``patients_only``: resources in a patient's compartment only (Patient-level
+        export).  ``since_us``: changed at or after that instant.
+        """
+        self.export_allowed(types)
+        per_resource = self._per_resource()
+        h = resource_heads.c
+        for rtype in types:
+            after = ""
+            while True:
+                with self.atomic() as conn:
+                    query = (
+                        select(h.rtype, h.rid, h.version, h.last_updated, h.compartment)
+                        .where(
+                            h.tenant == self.tenant,
+                            h.rtype == rtype,
+                            h.deleted.is_(False),
+                            h.rid > after,
+                        )
+                        .order_by(h.rid)
+                        .limit(batch)
+                    )
+                    if since_us is not None:
+                        query = query.where(h.last_updated >= since_us)
+                    if patients_only:
+                        query = query.where(h.compartment.like("Patient/%"))
+                    heads = conn.execute(query).all()
+                    if not heads:
+                        break
+                    after = str(heads[-1].rid)
+                    out: list[StoredResource] = []
+                    patients: set[str] = set()
+                    withheld = 0
+                    used_break_glass = False
+                    for head, stored in zip(
+                        heads, self._open_heads(conn, list(heads)), strict=True
+                    ):
+                        if stored.resource is None:
+                            continue
+                        if per_resource:
+                            decision = self._decide(
+                                AccessRequest(
+                                    "export", rtype, stored.id, head.compartment, stored.resource
+                                )
+                            )
+                            if not decision.allowed:
+                                withheld += 1
+                                continue
+                            used_break_glass |= decision.break_glass
+                            stored = self._shown(stored, decision)
+                        out.append(stored)
+                        patients.update(self._compartment_patients(str(head.compartment)))
+                    self._audit(
+                        "export",
+                        "success",
+                        conn,
+                        rtype=rtype,
+                        patients=tuple(sorted(patients)),
+                        detail={"returned": len(out), "withheld": withheld},
+                        break_glass=used_break_glass,
+                    )
+                yield rtype, out
 
     # -- helpers ---------------------------------------------------------------------
     @staticmethod

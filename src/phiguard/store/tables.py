@@ -689,3 +689,36 @@ monitor_cursors = Table(
 )
 
 # End of the monitoring block.
+
+
+# --- FHIR Bulk Data export (fhir/bulk.py) --------------------------------------------
+# A job per kick-off, owned by the principal that asked; ``request_url`` is the
+# kick-off URL (types and _since, no PHI).  Its output files are NDJSON sealed under
+# the ``__export__`` data key, bound to (tenant, job, seq); both go an hour after the
+# job completes, or when its owner deletes it.
+export_jobs = Table(
+    "export_jobs",
+    metadata,
+    Column("job_id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("owner", String(200), nullable=False),
+    Column("request_url", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # in-progress | complete | error
+    Column("exported", BigInteger, nullable=False),
+    Column("requested_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+)
+
+export_files = Table(
+    "export_files",
+    metadata,
+    Column("job_id", String(32), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("rtype", String(64), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("dek_version", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("job_id", "seq"),
+)

@@ -27,7 +27,7 @@ from phiguard.access import breakglass
 from phiguard.access import routes as access_routes
 from phiguard.access.resident import ResidentFacts
 from phiguard.errors import AuthenticationError, PhiGuardError
-from phiguard.fhir import auditevents
+from phiguard.fhir import auditevents, bulk
 from phiguard.fhir.outcome import ApiError, FhirResponse, error_response, outcome
 from phiguard.fhir.paging import PageStore
 from phiguard.fhir.routes import router as fhir_router
@@ -247,6 +247,7 @@ def create_app(
     app.include_router(oauth.router)
     app.include_router(access_routes.router)
     app.include_router(auditevents.router)  # before the generic /fhir/{type} routes
+    app.include_router(bulk.router)
     app.include_router(fhir_router)
 
     templates = Environment(

@@ -21,11 +21,14 @@ year.  Then, in one run:
    one by one (an HIM user: sees all but restricted records; facts loaded on demand,
    or resident), against the same search by an operator (no per-result decisions).
    Target: the filtering costs <= 50 ms.
-3. **read and search ratio**: ``Repository.read`` and a by-patient search by a
+3. **bulk export**: ``Repository.export`` (what ``$export`` runs) of the first
+   20,000 Observations by HIM (each decided, facts resident) against an operator's,
+   in resources per second.
+4. **read and search ratio**: ``Repository.read`` and a by-patient search by a
    physician through the Cedar policy, against the same calls with policy
    evaluation off (an allow-all policy that keeps the counted fast path), interleaved
    in blocks; the ratio of medians.
-4. **the write path**: ``Repository.update`` of an Encounter, and ``put_many`` of
+5. **the write path**: ``Repository.update`` of an Encounter, and ``put_many`` of
    200 Encounters per call, with the relationship index observing the writes and
    without it (the index reads, changes and reseals each touched patient's row in the
    writing transaction), interleaved in blocks.
@@ -260,6 +263,32 @@ def filtering(site: Site, rounds: int) -> dict[str, list[float]]:
     return out
 
 
+def export(site: Site, limit: int, rounds: int) -> dict[str, list[float]]:
+    """Resources per second of ``Repository.export`` (the engine of ``$export``) over the
+    first ``limit`` Observations: HIM, every resource decided on its body (facts
+    resident, as in a server), against an operator's export (no per-resource
+    decisions)."""
+    him = AccessContext(Principal("him-bench", "user", roles=frozenset({"him"})), "HOPERAT")
+    ops = AccessContext(Principal("ops", "operator"), "HOPERAT")
+    out: dict[str, list[float]] = {"decided": [], "operator": []}
+    site.access.attributes.warm()
+    for r in range(rounds):
+        order = [("decided", him), ("operator", ops)]
+        if r % 2:
+            order.reverse()
+        for name, ctx in order:
+            repo = site.vault.repository(ctx)
+            gc.collect()
+            t0 = time.perf_counter()
+            n = 0
+            for _rtype, batch in repo.export(["Observation"]):
+                n += len(batch)
+                if n >= limit:
+                    break
+            out[name].append(n / (time.perf_counter() - t0))
+    return out
+
+
 def ratio(site: Site, n: int, rng: random.Random) -> dict[str, list[float]]:
     """us per read and per by-patient search: Cedar vs policy evaluation off."""
     h = site.hospital
@@ -417,6 +446,20 @@ def main(argv: list[str] | None = None) -> int:
             f"filtering cost, facts resident {cost_resident:.1f} ms; "
             f"target <= 50 ms: {verdict(cost_resident <= 50)}"
         )
+
+        exp = export(site, 2_000 if args.quick else 20_000, args.rounds)
+        print("\n## bulk export: Repository.export of Observations (resources per second)")
+        print(
+            table(
+                ["export", "median", "rounds"],
+                [
+                    [k, f"{median(v):,.0f}", ", ".join(f"{x:,.0f}" for x in v)]
+                    for k, v in exp.items()
+                ],
+            )
+        )
+        share = median(exp["decided"]) / median(exp["operator"])
+        print(f"export: decided / operator = {share:.2f}")
 
         rat = ratio(site, 400 if args.quick else 2000, rng)
         print("\n## access control on read and search (us per call, interleaved blocks)")

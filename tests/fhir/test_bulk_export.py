@@ -194,3 +194,31 @@ def test_an_expired_export_is_gone(site: Site) -> None:
     assert site.get("him01", manifest["output"][0]["url"]).status_code == 404
     with site.system.engine.connect() as conn:
         assert conn.execute(select(export_files)).first() is None
+
+
+def test_an_export_stops_once_its_owner_may_no_longer_act(site: Site) -> None:
+    from phiguard.fhir.bulk import run_export
+    from phiguard.records.context import AccessContext, Principal
+    from phiguard.store.engine import now_us
+
+    ctx = AccessContext(Principal("him01", "user", roles=frozenset({"him"})), "HOPERAT")
+    with site.system.engine.begin() as conn:
+        now = now_us(site.system.clock.now())
+        conn.execute(
+            export_jobs.insert().values(
+                job_id="j" * 32,
+                tenant="default",
+                owner="user/him01",
+                request_url="/fhir/$export",
+                status="in-progress",
+                exported=0,
+                requested_at=now,
+                updated_at=now,
+            )
+        )
+    Accounts.from_system(site.system).suspend("him01", by="test")
+    run_export(site.system.vault, ctx, "j" * 32, ["Patient", "Condition"], None, False)
+    with site.system.engine.connect() as conn:
+        job = conn.execute(select(export_jobs)).one()
+        assert conn.execute(select(export_files)).first() is None
+    assert job.status == "error" and job.error == "the account that started it is no longer active"

@@ -13,6 +13,7 @@ import datetime as dt
 import html
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from phiguard.identity.clients import ClientRegistry
 from phiguard.identity.passwords import PasswordHashing
 from phiguard.identity.sessions import SessionStore
 from phiguard.identity.tokens import TokenService
+from phiguard.records.context import system_context
 from phiguard.system import System
 from tests.cli import cli_env, make_home, opened
 from tests.identity.conftest import CHEAP
@@ -62,6 +64,9 @@ class Env:
 
 
 def _fill(system: System) -> None:
+    system.vault.repository(system_context()).create(
+        {"resourceType": "Patient", "name": [{"family": "Exported"}]}
+    )
     accounts = Accounts.from_system(system, hashing=PasswordHashing(CHEAP))
     for user_id, roles in (
         ("doc01", ["physician"]),
@@ -458,3 +463,36 @@ def test_an_application_acts_only_for_its_registered_purposes(env: Env) -> None:
     assert get(token).status_code not in (401, 403)  # HOPERAT by default
     for purpose in ("TREAT", "BTG"):
         assert get(token, purpose).status_code == 403, purpose
+
+
+def test_a_backend_service_runs_a_bulk_export(env: Env) -> None:
+    """SMART Backend Services + Bulk Data: the HIM feed exports over a real server."""
+    session = backend_session(env)
+    session.fetch_token(env.token_url, grant_type="client_credentials")
+    kicked = session.get(
+        f"{env.server.fhir}/$export?_type=Patient", headers={"Prefer": "respond-async"}
+    )
+    assert kicked.status_code == 202, kicked.text[:300]
+    status = kicked.headers["Content-Location"]
+    deadline = time.monotonic() + 60
+    while True:
+        polled = session.get(status)
+        if polled.status_code == 200:
+            break
+        assert polled.status_code == 202 and time.monotonic() < deadline, polled.text[:300]
+        time.sleep(0.2)
+    manifest = polled.json()
+    assert manifest["requiresAccessToken"] is True
+    assert [o["type"] for o in manifest["output"]] == ["Patient"]
+    for item in manifest["output"]:
+        got = session.get(item["url"])
+        assert got.status_code == 200
+        assert len(got.text.splitlines()) == item["count"]
+    # Another caller cannot see it; the owner discards it.
+    other = sign_in_and_get_tokens(env, "doc02", "user/*.rs")["access_token"]
+    assert (
+        requests.get(status, headers={"Authorization": f"Bearer {other}"}, timeout=10).status_code
+        == 404
+    )
+    assert session.delete(status).status_code == 202
+    assert session.get(status).status_code == 404

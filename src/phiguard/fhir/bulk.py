@@ -22,7 +22,10 @@ What makes it phiguard's:
   to anyone else it does not exist (``404``);
 - the job's state is in the database, so any server process answers the polls and
   downloads; a job whose process stopped is reported as failed after 10 minutes
-  without progress.
+  without progress;
+- the job re-checks its owner between batches: once the account is suspended or
+  terminated (or the application revoked) it stops and reports why, as the owner's
+  next request would be refused.
 
 Supported parameters: ``_type`` (comma-separated), ``_since`` (a FHIR instant), and
 ``_outputFormat`` (NDJSON only).  Anything else is refused with ``400`` rather than
@@ -52,7 +55,13 @@ from phiguard.records.search import parse_date
 from phiguard.records.validation import known_type
 from phiguard.records.vault import Vault
 from phiguard.store.engine import from_us, now_us
-from phiguard.store.tables import export_files, export_jobs, resource_heads
+from phiguard.store.tables import (
+    export_files,
+    export_jobs,
+    oauth_clients,
+    resource_heads,
+    users,
+)
 
 from .outcome import ApiError
 
@@ -212,7 +221,10 @@ def run_export(
             if rtype != current:
                 flush()
                 current = rtype
-            if not _still_wanted(vault, job_id):
+            stop = _why_stop(vault, job_id, ctx)
+            if stop is not None:
+                if stop:
+                    _finish(vault, job_id, "error", exported, now_us(vault.clock.now()), stop)
                 return
             for stored in batch:
                 lines.append(json.dumps(stored.resource, separators=(",", ":")).encode())
@@ -226,13 +238,29 @@ def run_export(
         _finish(vault, job_id, "error", exported, now_us(vault.clock.now()), type(exc).__name__)
 
 
-def _still_wanted(vault: Vault, job_id: str) -> bool:
-    """False once the owner deleted the job (the export stops at the next batch)."""
+def _why_stop(vault: Vault, job_id: str, ctx: AccessContext) -> str | None:
+    """None while the export should go on; else why not: "" once the owner deleted the
+    job, a reason once the owner may no longer act (an account suspended or
+    terminated, an application revoked: the export stops at the next batch, as their
+    next request would be refused)."""
+    principal = ctx.principal
+    j = export_jobs.c
     with vault.engine.connect() as conn:
-        return (
-            conn.execute(select(func.count()).where(export_jobs.c.job_id == job_id)).scalar_one()
-            == 1
-        )
+        if conn.execute(select(func.count()).where(j.job_id == job_id)).scalar_one() == 0:
+            return ""
+        if principal.kind == "user":
+            status = conn.execute(
+                select(users.c.status).where(users.c.user_id == principal.id)
+            ).scalar()
+            if status != "active":
+                return "the account that started it is no longer active"
+        elif principal.kind == "client":
+            app = conn.execute(
+                select(oauth_clients.c.revoked_at).where(oauth_clients.c.client_id == principal.id)
+            ).first()
+            if app is None or app.revoked_at is not None:
+                return "the application that started it is revoked"
+    return None
 
 
 def _finish(

@@ -139,6 +139,9 @@ def test_accesses_break_the_glass_and_logins(filled: tuple[System, dict[str, str
         "Patient", ids["third"]
     )
     users_vault.repository(user("u00001")).everything(ids["patient"])
+    # A bulk export: one ledger entry per batch, one access row per patient in it.
+    for _rtype, _batch in users_vault.repository(user("u00001")).export(["Patient"]):
+        pass
     # A denial disclosed nothing: it stays in the ledger but is no access row.
     nobody = Vault(system.engine, system.keyring, policy=Nobody(), audit=LedgerSink(system.ledger))
     with pytest.raises((AccessDenied, NotFound)):
@@ -164,6 +167,8 @@ def test_accesses_break_the_glass_and_logins(filled: tuple[System, dict[str, str
     assert rows.count(("u00001", ids["other"], "view", "Patient")) == 2
     assert rows.count(("u00001", ids["third"], "view", BREAK_THE_GLASS)) == 1
     assert ("u00001", ids["patient"], "export", "Patient") in rows  # $everything
+    for pid in (ids["other"], ids["third"]):  # reached only by the bulk export
+        assert ("u00001", pid, "export", "Patient") in rows
     assert rows.count(("u00001", ids["patient"], "view", BREAK_THE_GLASS)) == 0
     assert set(access["workstation"]) == {"10.0.0.7"}
     assert set(access["user_id"]) == {"u00001"}  # the system's own reads are not judged

@@ -12,7 +12,8 @@ Mapping of ledger entries (documented in docs/monitoring.md, "Sources"):
   applications are audited but are not people whose browsing is judged here.
 * ``read``, ``vread`` and ``history`` are ``view``; ``search`` is ``search``;
   ``create`` and ``import`` are ``create``; ``update``, ``delete`` as named;
-  ``$everything`` is ``export`` (the whole record leaves in one response).
+  ``$everything`` is ``export`` (the whole record leaves in one response), and so is
+  a bulk ``$export`` batch (one row per patient whose data it returned).
 * An entry naming several patients gives one row per patient.
 * Break-the-glass: the access module's declaration (``break-glass``, one entry when a
   user invokes emergency access to a patient) becomes one marker row with action
@@ -65,6 +66,7 @@ ACTIONS: Final[dict[str, str]] = {
     "update": "update",
     "delete": "delete",
     "everything": "export",
+    "export": "export",
 }
 LOGIN_ACTIONS: Final = frozenset({"login-success", "login-failure"})
 DECLARATION: Final = "break-glass"  # access.breakglass: emergency access declared

@@ -5,8 +5,8 @@ since, through the real entry points, with unique canary strings as the PHI:
 
 - FHIR over HTTP with an operator token and a user's OAuth token: patients, a care
   team, an encounter, an appointment and a consent (the relationship index), searches
-  whose query strings carry names, an MRN, an address and a birth date, and a search
-  refused for a bad value;
+  whose query strings carry names, an MRN, an address and a birth date, a search
+  refused for a bad value, and a bulk ``$export`` whose files stay in the home;
 - the console over HTTP (sign-in with TOTP enrolment): break-the-glass declared with
   a free-text reason, reviewed and closed with a note; the access report as a page and
   a PDF; user and policy administration; OAuth consent with a launch patient (once
@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pyotp
@@ -332,6 +333,33 @@ def search_records(server: LiveServer, token: str, c: dict[str, str], seen: Seen
         seen.error_bodies.append((f"refused search {list(refused)}", r.text))
     r = httpx.get(f"{base}/Observation", params={"patient": seen.facts["a"]}, headers=auth)
     assert r.status_code == 200 and r.json()["total"] == 1
+
+
+def bulk_export(server: LiveServer, token: str, c: dict[str, str]) -> None:
+    """A bulk $export of the patients; its files stay (sealed) in the home for the scan."""
+    auth = {"Authorization": f"Bearer {token}"}
+    kicked = httpx.get(
+        f"{server.fhir}/$export",
+        params={"_type": "Patient"},
+        headers={**auth, "Prefer": "respond-async"},
+        timeout=30,
+    )
+    assert kicked.status_code == 202, kicked.text[:300]
+
+    # The URLs name the configured public base; this server listens elsewhere.
+    def here(url: str) -> str:
+        return server.base + urlsplit(url).path
+
+    status = here(kicked.headers["content-location"])
+    deadline = time.monotonic() + 60
+    while (polled := httpx.get(status, headers=auth, timeout=30)).status_code == 202:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert polled.status_code == 200, polled.text[:300]
+    outputs = polled.json()["output"]
+    files = [httpx.get(here(o["url"]), headers=auth, timeout=30) for o in outputs]
+    # The export carries the PHI to its caller (or this would prove nothing at rest).
+    assert any(c["family"] in f.text for f in files)
 
 
 # -- the console ----------------------------------------------------------------------------------
@@ -632,6 +660,7 @@ def run_flow(
             write_records(server, c, ids)
             token = ok(seen, env, "token", "issue", "--user", "nurse01", *h).strip()
             search_records(server, token, c, seen)
+            bulk_export(server, ids["operator_token"], c)
             (nurse, secret), (officer, _), (admin, _) = (
                 browser(server, u) for u in ("nurse01", "privacy01", "admin01")
             )

@@ -227,7 +227,9 @@ def run_export(
                     _finish(vault, job_id, "error", exported, now_us(vault.clock.now()), stop)
                 return
             for stored in batch:
-                lines.append(json.dumps(stored.resource, separators=(",", ":")).encode())
+                lines.append(
+                    json.dumps(stored.resource, separators=(",", ":"), ensure_ascii=False).encode()
+                )
                 exported += 1
                 if len(lines) >= FILE_RESOURCES:
                     flush()

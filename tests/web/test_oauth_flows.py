@@ -96,7 +96,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             "public",
             by=ADMIN,
             redirect_uris=[REDIRECT],
-            scopes=["openid", "fhirUser", "launch/patient", "offline_access", "user/*.cruds"],
+            scopes=[
+                "openid",
+                "fhirUser",
+                "launch/patient",
+                "offline_access",
+                "online_access",
+                "user/*.cruds",
+            ],
         )
         backend = registry.add("Lab feed", "backend", by=ADMIN, jwks=key.jwks(), roles=["him"])
     with live_server(home, "", cli_env()) as server:
@@ -325,6 +332,34 @@ def test_refresh_rotation_with_reuse_detection(env: Env) -> None:
     )
     assert again.json()["error"] == "invalid_grant"
     assert_401_outcome(env.fhir_get(second["access_token"]))
+
+
+def _refresh(env: Env, refresh_token: str) -> requests.Response:
+    return requests.post(
+        env.token_url,
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": env.public_id,
+        },
+        timeout=10,
+    )
+
+
+def test_online_access_ends_when_the_user_signs_out(env: Env) -> None:
+    online = sign_in_and_get_tokens(env, "doc03", "user/*.rs online_access")
+    offline = sign_in_and_get_tokens(env, "doc03", "user/*.rs offline_access")
+    renewed = _refresh(env, online["refresh_token"])
+    assert renewed.status_code == 200, renewed.text  # signed in: refreshes like any other
+    online_next = renewed.json()["refresh_token"]
+    with opened(env.home) as system:  # the user signs out everywhere
+        assert SessionStore(system.engine, system.clock).revoke_all("doc03") >= 1
+    refused = _refresh(env, online_next)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    # The family is gone with it: its last access token no longer works either.
+    assert_401_outcome(env.fhir_get(renewed.json()["access_token"]))
+    # offline_access is meant to outlive the session.
+    assert _refresh(env, offline["refresh_token"]).status_code == 200
 
 
 def test_revoked_access_token_is_refused_at_fhir(env: Env) -> None:

@@ -11,7 +11,10 @@ Tokens:
 * refresh tokens are opaque (``pgr_`` + 256 random bits), stored as SHA-256, issued
   only when ``offline_access`` or ``online_access`` was granted, rotated on every
   use, and bounded by an absolute family lifetime that rotation never extends (12
-  hours: no longer than an AAL2 session may last without re-authentication);
+  hours: no longer than an AAL2 session may last without re-authentication).  With
+  ``online_access`` alone the family is bound to the console session that approved
+  it: once that session is signed out, revoked or past its 12 hours (the user is
+  "offline"), a refresh is refused and the family revoked;
 * id_tokens (``openid``) are RS256 JWTs signed by ``IdTokenSigner``.
 
 Refusals are generic: the client sees the OAuth error code with a fixed
@@ -25,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +65,7 @@ from .oauth_http import (
 from .oauth_keys import IdTokenSigner
 from .oauth_server import AccessRef, RefreshRef, Server
 from .oauth_store import MAX_SECRET_CHARS, AuthorizationCode, OAuthStore, RefreshToken
+from .sessions import SessionStore
 from .tokens import MAX_LIFETIME, IssuedToken, TokenService
 
 if TYPE_CHECKING:
@@ -90,6 +95,8 @@ class Consent:
     user_id: str
     scope: str
     patient: str | None
+    session: str | None = None
+    """The handle of the console session that approved (for ``online_access``)."""
 
 
 @dataclass(frozen=True)
@@ -131,8 +138,11 @@ class OAuthService:
         issuer: str,
         fhir_base: str,
         refresh_lifetime: dt.timedelta = REFRESH_LIFETIME,
+        signed_in: Callable[[str], bool] | None = None,
     ) -> None:
         self.tokens = tokens
+        self.signed_in = signed_in
+        """Whether the console session with this handle is still signed in."""
         self.clients = clients
         self.accounts = accounts
         self.store = store
@@ -160,6 +170,7 @@ class OAuthService:
             clock=system.clock,
             issuer=base,
             fhir_base=f"{base}/fhir",
+            signed_in=SessionStore(system.engine, system.clock).signed_in,
         )
 
     # -- discovery -----------------------------------------------------------------------
@@ -221,7 +232,13 @@ class OAuthService:
         )
 
     def decide(
-        self, http: HttpRequest, user_id: str, *, approve: bool, patient: str | None
+        self,
+        http: HttpRequest,
+        user_id: str,
+        *,
+        approve: bool,
+        patient: str | None,
+        session: str | None = None,
     ) -> OAuthResponse:
         """The user's answer on the consent page: a redirect back to the app."""
         grant = self._consent_grant(http, user_id)
@@ -243,7 +260,7 @@ class OAuthService:
             launch = (patient or "").strip()
             if FHIR_ID.fullmatch(launch) is None:
                 raise PatientRequired("a patient id is 1 to 64 letters, digits, '-' or '.'")
-        consent = Consent(user_id=user_id, scope=sc.join(scopes), patient=launch)
+        consent = Consent(user_id=user_id, scope=sc.join(scopes), patient=launch, session=session)
         response: OAuthResponse = self.server.create_authorization_response(
             request=grant.request, grant_user=consent, grant=grant
         )
@@ -350,7 +367,13 @@ class OAuthService:
         if not scopes:
             raise InvalidScopeError()
         body, issued, family = self._user_tokens(
-            client, account, scopes, code.patient, family_id=None, family_expires=None
+            client,
+            account,
+            scopes,
+            code.patient,
+            family_id=None,
+            family_expires=None,
+            session=code.session_handle,
         )
         if sc.OPENID in scopes:
             body["id_token"] = self._id_token(account, client, code, scopes)
@@ -376,6 +399,12 @@ class OAuthService:
         except InvalidGrantError:
             self.store.revoke_family(found.family_id, now)
             raise
+        if found.session_handle is not None and (
+            self.signed_in is None or not self.signed_in(found.session_handle)
+        ):
+            # online_access: the user signed out (or the session ended) since.
+            self.store.revoke_family(found.family_id, now)
+            raise InvalidGrantError(description="user-offline")
         if not self.store.rotate(found.token_hash, now):
             self.refresh_reused(request, found)  # a concurrent use won the race
             raise InvalidGrantError(description="refresh-token-race")
@@ -392,6 +421,7 @@ class OAuthService:
             found.patient,
             family_id=found.family_id,
             family_expires=found.expires_at,
+            session=found.session_handle,
         )
         self._event(
             "oauth-token-refresh",
@@ -498,6 +528,7 @@ class OAuthService:
         *,
         family_id: str | None,
         family_expires: dt.datetime | None,
+        session: str | None = None,
     ) -> tuple[dict[str, Any], IssuedToken, str | None]:
         issued = self.tokens.issue(
             kind="user",
@@ -521,6 +552,8 @@ class OAuthService:
                 expires_at=family_expires or now + self.refresh_lifetime,
                 access_jti=issued.claims.jti,
                 access_expires=issued.claims.expires_at,
+                # offline_access outlives the session; online_access alone does not.
+                session_handle=None if sc.OFFLINE in scopes else session,
             )
         body = _token_body(issued, scopes, refresh)
         if patient:

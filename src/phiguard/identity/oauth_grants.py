@@ -87,6 +87,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
             nonce=_bounded(data.get("nonce"), 256),
             patient=consent.patient,
             now=self.service.clock.now(),
+            session_handle=consent.session,
         )
 
     def query_authorization_code(self, code: str, client: Any) -> AuthorizationCode | None:

@@ -50,6 +50,7 @@ class AuthorizationCode:
     auth_time: dt.datetime
     expires_at: dt.datetime
     used: bool
+    session_handle: str | None = None
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -78,6 +79,7 @@ class RefreshToken:
     expires_at: dt.datetime
     rotated_at: dt.datetime | None
     revoked: bool
+    session_handle: str | None = None
 
     def get_scope(self) -> str:
         return self.scope
@@ -104,10 +106,12 @@ class OAuthStore:
         nonce: str | None,
         patient: str | None,
         now: dt.datetime,
+        session_handle: str | None = None,
     ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 insert(oauth_codes).values(
+                    session_handle=session_handle,
                     code_hash=digest(code),
                     client_id=client_id,
                     user_id=user_id,
@@ -151,6 +155,7 @@ class OAuthStore:
             code_challenge_method=str(row.code_challenge_method),
             nonce=row.nonce,
             patient=row.patient,
+            session_handle=row.session_handle,
             auth_time=from_us(int(row.auth_time)),
             expires_at=from_us(int(row.expires_at)),
             used=bool(row.used),
@@ -215,6 +220,7 @@ class OAuthStore:
         expires_at: dt.datetime,
         access_jti: str,
         access_expires: dt.datetime,
+        session_handle: str | None = None,
     ) -> tuple[str, str]:
         """A new refresh token (returned once) in ``family_id`` (a new family if None)."""
         token = new_secret("pgr_")
@@ -234,6 +240,7 @@ class OAuthStore:
                     revoked=False,
                     access_jti=access_jti,
                     access_expires_at=now_us(access_expires),
+                    session_handle=session_handle,
                 )
             )
             # Families past their absolute lifetime can never be used again: sweep them
@@ -267,6 +274,7 @@ class OAuthStore:
             expires_at=from_us(int(row.expires_at)),
             rotated_at=None if row.rotated_at is None else from_us(int(row.rotated_at)),
             revoked=bool(row.revoked),
+            session_handle=row.session_handle,
         )
 
     def rotate(self, token_hash: str, now: dt.datetime) -> bool:

@@ -273,6 +273,24 @@ class SessionStore:
         return int(result.rowcount)
 
     # -- internals ---------------------------------------------------------------------
+    def signed_in(self, handle: str) -> bool:
+        """Whether the session named by ``handle`` (its stored hash) has not been signed
+        out, revoked or reached its absolute lifetime, and its account has not been
+        revoked since; idleness does not count (SMART ``online_access``: the user is
+        online while their session lasts, even when the app, not the console, is in
+        use).  Touches nothing."""
+        if not isinstance(handle, str) or len(handle) != 64:
+            return False
+        now = now_us(self.clock.now())
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sessions).where(sessions.c.id_hash == handle)).first()
+        if row is None or row.revoked or now - int(row.created_at) >= _us(self.absolute):
+            return False
+        return not (
+            self._is_revoked is not None
+            and self._is_revoked(str(row.user_id), _from_us(int(row.created_at)))
+        )
+
     def _revoke_hash(self, id_hash: str, user_id: str | None) -> bool:
         stmt = update(sessions).where(sessions.c.id_hash == id_hash, sessions.c.revoked.is_(False))
         if user_id is not None:

@@ -369,6 +369,8 @@ oauth_codes = Table(
     Column("family_id", String(64), nullable=True),
     Column("access_jti", String(64), nullable=True),
     Column("access_expires_at", BigInteger, nullable=True),
+    # The console session that approved it (its handle: the hash of its id).
+    Column("session_handle", String(64), nullable=True),
 )
 
 # Refresh tokens, as SHA-256.  Each use rotates the token (``rotated_at`` set, a new
@@ -390,6 +392,8 @@ oauth_refresh_tokens = Table(
     # The access token issued with this refresh token: revoked with the family.
     Column("access_jti", String(64), nullable=True),
     Column("access_expires_at", BigInteger, nullable=True),
+    # online_access only: the console session whose sign-out ends the family.
+    Column("session_handle", String(64), nullable=True),
     Index("ix_oauth_refresh_family", "family_id"),
     Index("ix_oauth_refresh_client", "client_id"),
     Index("ix_oauth_refresh_user", "user_id"),

@@ -289,6 +289,7 @@ async def authorize_decision(request: Request) -> Response:
                 session.user_id,
                 approve=decision == "approve",
                 patient=form.get("patient"),
+                session=session.handle,
             )
         )
     except BadAuthorization:

@@ -20,6 +20,7 @@ from phiguard.access.attributes import HospitalAttributes
 from phiguard.access.labels import security_labels
 from phiguard.errors import AccessDenied, NotFound
 from phiguard.records.context import Principal
+from phiguard.records.repository import Repository, StoredResource
 from phiguard.roles import ROLES
 
 from .oracle import RESTRICTED
@@ -104,6 +105,31 @@ SCENARIO = dict(
 )
 
 
+def _scenario(
+    world: World,
+    staff_index: int,
+    roles: frozenset[str],
+    purpose: str,
+    rtype: str,
+    patient_index: int,
+    by_patient: bool,
+    declare: bool,
+    colleague: bool,
+) -> tuple[str, str, str, Repository, list[StoredResource] | None]:
+    """The patient, the user and their staff id, their repository, and what their
+    search found (None when the type itself is refused)."""
+    patient = _patient(world, patient_index)
+    uid, staff_id = _user(world, staff_index, roles, patient, colleague)
+    if declare and roles & {"physician", "nurse"}:
+        world.access.break_glass.declare(uid, patient, REASON, reauthenticated=True)
+    repo = world.repo(uid, roles=roles, purpose=purpose)
+    items = [("patient", patient)] if by_patient and rtype != "Patient" else [("_count", "60")]
+    try:
+        return patient, uid, staff_id, repo, repo.search(rtype, items).entries
+    except AccessDenied:
+        return patient, uid, staff_id, repo, None
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(**SCENARIO)  # type: ignore[arg-type]
 def test_search_never_returns_what_read_refuses(
@@ -117,17 +143,12 @@ def test_search_never_returns_what_read_refuses(
     declare: bool,
     colleague: bool,
 ) -> None:
-    patient = _patient(world, patient_index)
-    uid, _staff = _user(world, staff_index, roles, patient, colleague)
-    if declare and roles & {"physician", "nurse"}:
-        world.access.break_glass.declare(uid, patient, REASON, reauthenticated=True)
-    repo = world.repo(uid, roles=roles, purpose=purpose)
-    items = [("patient", patient)] if by_patient and rtype != "Patient" else [("_count", "60")]
-    try:
-        found = repo.search(rtype, items)
-    except AccessDenied:
+    _patient_id, _uid, _staff, repo, found = _scenario(
+        world, staff_index, roles, purpose, rtype, patient_index, by_patient, declare, colleague
+    )
+    if found is None:
         return  # the type itself is out of reach: nothing returned
-    for s in found.entries:
+    for s in found:
         shown = repo.read(s.resource_type, s.id)
         assert shown.resource == s.resource
 
@@ -145,16 +166,10 @@ def test_restricted_labels_need_direct_care_privacy_office_or_break_glass(
     declare: bool,
     colleague: bool,
 ) -> None:
-    patient = _patient(world, patient_index)
-    uid, staff_id = _user(world, staff_index, roles, patient, colleague)
-    if declare and roles & {"physician", "nurse"}:
-        world.access.break_glass.declare(uid, patient, REASON, reauthenticated=True)
-    repo = world.repo(uid, roles=roles, purpose=purpose)
-    items = [("patient", patient)] if by_patient and rtype != "Patient" else [("_count", "60")]
-    try:
-        found = repo.search(rtype, items).entries
-    except AccessDenied:
-        found = []
+    patient, uid, staff_id, repo, searched = _scenario(
+        world, staff_index, roles, purpose, rtype, patient_index, by_patient, declare, colleague
+    )
+    found = searched or []  # None: the type itself is out of reach
     own = [("patient", patient)] if rtype != "Patient" else [("_id", patient)]
     candidates = world.system.search(rtype, own).entries
     for c in candidates[:30]:  # and each of the patient's resources read directly

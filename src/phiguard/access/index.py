@@ -228,54 +228,6 @@ def facts_of(resource: dict[str, Any]) -> Fact | None:
             "vip": has_flag(resource, "vip"),
             "emp": has_flag(resource, "employee"),
         }
-    if rtype == "CareTeam":
-        start, end = _period(resource.get("period"))
-        members = _refs(resource, "participant", "member")
-        orgs = _refs(resource, "participant", "onBehalfOf") + _refs(
-            resource, "managingOrganization"
-        )
-        return {
-            "t": rtype,
-            "s": status,
-            "m": _people(members),
-            "o": _orgs(orgs),
-            "b": start,
-            "e": end,
-        }
-    if rtype == "Encounter":
-        start, end = _period(resource.get("period"))
-        members = _refs(resource, "participant", "individual")
-        orgs = _refs(resource, "serviceProvider")
-        return {
-            "t": rtype,
-            "s": status,
-            "m": _people(members),
-            "o": _orgs(orgs),
-            "b": start,
-            "e": end,
-        }
-    if rtype == "Appointment":
-        actors = _refs(resource, "participant", "actor")
-        start, end = _instants(resource.get("start"), resource.get("end"))
-        return {
-            "t": rtype,
-            "s": status,
-            "m": _people(actors),
-            "o": _orgs(_refs(resource, "supportingInformation")),
-            "b": start,
-            "e": end,
-        }
-    if rtype == "EpisodeOfCare":
-        start, end = _period(resource.get("period"))
-        members = _refs(resource, "careManager") + _refs(resource, "team")
-        return {
-            "t": rtype,
-            "s": status,
-            "m": _people(members),
-            "o": _orgs(_refs(resource, "managingOrganization")),
-            "b": start,
-            "e": end,
-        }
     if rtype == "Consent":
         start, end = _period((resource.get("provision") or {}).get("period"))
         return {
@@ -285,7 +237,34 @@ def facts_of(resource: dict[str, Any]) -> Fact | None:
             "b": start,
             "e": end,
         }
-    return None
+    if rtype == "CareTeam":
+        members = _refs(resource, "participant", "member")
+        orgs = _refs(resource, "participant", "onBehalfOf")
+        orgs += _refs(resource, "managingOrganization")
+        period = _period(resource.get("period"))
+    elif rtype == "Encounter":
+        members = _refs(resource, "participant", "individual")
+        orgs = _refs(resource, "serviceProvider")
+        period = _period(resource.get("period"))
+    elif rtype == "Appointment":
+        members = _refs(resource, "participant", "actor")
+        orgs = _refs(resource, "supportingInformation")
+        period = _instants(resource.get("start"), resource.get("end"))
+    elif rtype == "EpisodeOfCare":
+        members = _refs(resource, "careManager") + _refs(resource, "team")
+        orgs = _refs(resource, "managingOrganization")
+        period = _period(resource.get("period"))
+    else:
+        return None
+    start, end = period
+    return {
+        "t": rtype,
+        "s": status,
+        "m": _people(members),
+        "o": _orgs(orgs),
+        "b": start,
+        "e": end,
+    }
 
 
 class RelationshipIndex:

@@ -307,25 +307,17 @@ class StoreAttributes:
         return out
 
     # -- residency (resident.py) ---------------------------------------------------------
-    def warm(
-        self, *, limit: int | None = None, progress: Callable[[int, int], object] | None = None
-    ) -> Warmed:
+    def warm(self, *, limit: int | None = None) -> Warmed:
         """Load the facts of every patient (the ``limit`` most recently changed, at most
-        ``max_patients``) and of every user, so decisions need no query.
-
-        ``progress(done, total)`` after each slice of 500 patients.
-        """
+        ``max_patients``) and of every user, 500 patients a query, so decisions need
+        no query."""
         started = time.perf_counter()
         wanted = self.max_patients if limit is None else min(limit, self.max_patients)
         ids = self.index.patient_ids(wanted)
-        done = 0
         for i in range(0, len(ids), _SLICE):
             chunk = [p for p in ids[i : i + _SLICE] if p not in self._patients]
             if chunk:
                 self._refresh(chunk, self.clock.now())
-            done += len(ids[i : i + _SLICE])
-            if progress is not None:
-                progress(done, len(ids))
         users = self._load_users(None)
         return Warmed(len(ids), users, time.perf_counter() - started)
 

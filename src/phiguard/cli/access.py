@@ -345,6 +345,13 @@ def _reauthenticate(sys_: Any, user_id: str, from_stdin: bool) -> bool:
         raise PhiGuardError("re-authentication failed; nothing was done") from None
 
 
+def _admin_store(sys_: Any, admin: str, from_stdin: bool) -> Any:
+    """The policy store, once ``admin`` has re-authenticated as a security admin."""
+    store = _services(sys_).policies
+    store.check_admin(admin, reauthenticated=_reauthenticate(sys_, admin, from_stdin))
+    return store
+
+
 def _services(sys_: Any) -> Any:
     if sys_.access is None:
         raise PhiGuardError("access control is not configured in this home")
@@ -359,8 +366,7 @@ def policy_list(
     from phiguard.access.administration import bundle_files
 
     with system(home) as sys_:
-        store = _services(sys_).policies
-        store.check_admin(admin, reauthenticated=_reauthenticate(sys_, admin, password_stdin))
+        store = _admin_store(sys_, admin, password_stdin)
         current = store.current()
         bundle = store.running_bundle()
         engine = PolicyEngine(bundle)
@@ -387,8 +393,7 @@ def policy_show(
     from phiguard.access.administration import bundle_files
 
     with system(home) as sys_:
-        store = _services(sys_).policies
-        store.check_admin(admin, reauthenticated=_reauthenticate(sys_, admin, password_stdin))
+        store = _admin_store(sys_, admin, password_stdin)
         files = bundle_files(store.running_bundle())
         if name not in files:
             raise PhiGuardError(f"the running set has no file {name[:80]}")
@@ -401,8 +406,7 @@ def policy_history(
 ) -> None:
     """Every installed generation: when, by whom, why, and its SHA-256."""
     with system(home) as sys_:
-        store = _services(sys_).policies
-        store.check_admin(admin, reauthenticated=_reauthenticate(sys_, admin, password_stdin))
+        store = _admin_store(sys_, admin, password_stdin)
         sets = store.history()
         if not sets:
             console.print("No generation installed: the shipped set is running.")

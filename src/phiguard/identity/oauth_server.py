@@ -61,8 +61,11 @@ class RefreshRef:
         return not self.live
 
 
-class _Revocation(RevocationEndpoint):  # type: ignore[misc]
-    CLIENT_AUTH_METHODS = ["none", PRIVATE_KEY_JWT]
+class _Lookup:
+    """What revocation and introspection share: the service, a bounded ``token``
+    parameter, and finding the token it names."""
+
+    server: Any
 
     @property
     def service(self) -> OAuthService:
@@ -72,6 +75,13 @@ class _Revocation(RevocationEndpoint):  # type: ignore[misc]
         token = request.form.get("token")
         if not token or len(token) > 8192:
             raise InvalidRequestError()
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
+        return self.service.lookup(token_string)
+
+
+class _Revocation(_Lookup, RevocationEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = ["none", PRIVATE_KEY_JWT]
 
     def authenticate_token(self, request: Any, client: Any) -> Any:
         self.check_params(request, client)
@@ -80,27 +90,12 @@ class _Revocation(RevocationEndpoint):  # type: ignore[misc]
             return None  # RFC 7009: answer 200 all the same, and change nothing
         return found
 
-    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
-        return self.service.lookup(token_string)
-
     def revoke_token(self, token: Any, request: Any) -> None:
         self.service.revoke_found(token, request)
 
 
-class _Introspection(IntrospectionEndpoint):  # type: ignore[misc]
+class _Introspection(_Lookup, IntrospectionEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = [PRIVATE_KEY_JWT]
-
-    @property
-    def service(self) -> OAuthService:
-        return self.server.service  # type: ignore[no-any-return]
-
-    def check_params(self, request: Any, client: Any) -> None:
-        token = request.form.get("token")
-        if not token or len(token) > 8192:
-            raise InvalidRequestError()
-
-    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
-        return self.service.lookup(token_string)
 
     def check_permission(self, token: Any, client: Any, request: Any) -> bool:
         return bool(client.kind == "backend")

@@ -923,21 +923,35 @@ class Repository:
                 total = counted
                 page = self._open_heads(conn, heads)
             page = [p for p in page if p.resource is not None]
-            patients = sorted({p for s in page for p in self._patients(s.resource or {})})
-            self._audit(
-                "search",
-                "success",
-                conn,
-                rtype=rtype,
-                patients=tuple(patients),
-                detail={
-                    "total": total,
-                    "returned": len(page),
-                    "params": sorted({n for n, _ in items}),
-                },
-            )
+            self._audit_search(conn, rtype, items, page, {"total": total})
         more = not search_plan.summary_count and search_plan.offset + search_plan.count < total
         return SearchResult(total, search_plan.offset, search_plan.count, page, more)
+
+    def _audit_search(
+        self,
+        conn: Connection,
+        rtype: str,
+        items: list[tuple[str, str]],
+        page: list[StoredResource],
+        detail: dict[str, Any],
+        *,
+        break_glass: bool = False,
+    ) -> None:
+        """One ledger event for a page of search results, naming every patient in it."""
+        patients = sorted({p for s in page for p in self._patients(s.resource or {})})
+        self._audit(
+            "search",
+            "success",
+            conn,
+            rtype=rtype,
+            patients=tuple(patients),
+            detail={
+                **detail,
+                "returned": len(page),
+                "params": sorted({n for n, _ in items}),
+            },
+            break_glass=break_glass,
+        )
 
     SCAN_BATCH = 200
     """Candidates opened and decided at a time by a filtered search."""
@@ -998,20 +1012,12 @@ class Repository:
         first, last = search_plan.offset, search_plan.offset + search_plan.count
         page = [] if search_plan.summary_count else visible[first:last]
         more = not search_plan.summary_count and len(visible) > last
-        patients = sorted({p for s in page for p in self._patients(s.resource or {})})
-        self._audit(
-            "search",
-            "success",
+        self._audit_search(
             conn,
-            rtype=rtype,
-            patients=tuple(patients),
-            detail={
-                "total": total,
-                "returned": len(page),
-                "decided": decided,
-                "withheld": decided - len(visible),
-                "params": sorted({n for n, _ in items}),
-            },
+            rtype,
+            items,
+            page,
+            {"total": total, "decided": decided, "withheld": decided - len(visible)},
             break_glass=used_break_glass,
         )
         return SearchResult(total, search_plan.offset, search_plan.count, page, more)
